@@ -1,0 +1,34 @@
+# One way to set up, try, test and measure. Every target installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast bench-model reference-env clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: an unpinned resolve pulls a CUDA build and several GB.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+reference-env:
+	bash tests/reference/setup_env.sh
+
+demo: $(STAMP)
+	$(PY) -m services.generator.demo --out out.wav
+
+test: $(STAMP) reference-env
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench-model: $(STAMP) reference-env
+	$(PY) -m bench.bench_model
+
+clean:
+	rm -rf $(VENV) .venv-ref var .pytest_cache

@@ -36,10 +36,13 @@ def main(argv=None) -> None:
     loaded = time.perf_counter()
     kind = tts.config.tts_model_type
     speaker = args.speaker if kind == "custom_voice" else None
+    instruct = args.instruct
+    if kind == "voice_design" and not instruct:
+        instruct = "A calm, warm adult voice speaking at a relaxed pace."
     if kind == "base":
         raise SystemExit("a Base checkpoint clones voices; the demo needs a CustomVoice or VoiceDesign one")
     [utterance] = tts.generate(
-        [args.text], language=args.language, speaker=speaker, instruct=args.instruct,
+        [args.text], language=args.language, speaker=speaker, instruct=instruct,
         max_new_tokens=args.max_frames + 1, seed=args.seed,
     )
     done = time.perf_counter()

@@ -169,16 +169,20 @@ class Qwen3TTS:
     def _decode(self, utterances: list[Utterance], clone: ClonePrompt | None) -> None:
         if self.codec is None:
             raise RuntimeError("decoding needs the codec (load_codec=True)")
+        spoken = [u for u in utterances if len(u.codes)]
+        for utterance in utterances:
+            utterance.audio = np.zeros(0, dtype=np.float32)
+        if not spoken:
+            return
         if clone is not None and clone.in_context:
             # Decode after the reference frames so the audio continues them, then drop exactly
             # the reference's samples (the reference crops by a float ratio; see docs).
             ref = clone.ref_codes.cpu()
             skip = len(ref) * self.codec.samples_per_frame
-            wavs = self.codec.decode([torch.cat([ref, u.codes]) for u in utterances])
-            wavs = [w[skip:] for w in wavs]
+            wavs = [w[skip:] for w in self.codec.decode([torch.cat([ref, u.codes]) for u in spoken])]
         else:
-            wavs = self.codec.decode([u.codes for u in utterances])
-        for utterance, wav in zip(utterances, wavs):
+            wavs = self.codec.decode([u.codes for u in spoken])
+        for utterance, wav in zip(spoken, wavs):
             utterance.audio = wav
 
 

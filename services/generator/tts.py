@@ -20,6 +20,7 @@ from shared.audio import prepare_reference_audio
 from shared.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_json, read_safetensors
 
 from .configuration import Qwen3TTSConfig
+from .cpu_kernels import pack_linears, packing_supported
 from .engine import Engine, FinishReason
 from .modeling import Talker
 from .prompts import ClonePrompt, PromptError, TextTokenizer, plan_prompt
@@ -64,6 +65,8 @@ class Qwen3TTS:
         talker = Talker(config.talker)
         load_module_weights(talker, tensors, "talker.", weights_path)
         talker.to(device=device, dtype=dtype).eval()
+        if packing_supported(dtype, torch.device(device)):
+            pack_linears(talker)
         speaker_encoder = None
         if config.speaker_encoder is not None:
             speaker_encoder = SpeakerEncoder(config.speaker_encoder)

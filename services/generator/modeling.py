@@ -39,13 +39,24 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._tables: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @torch.autocast("cpu", enabled=False)
+    def _table(self, length: int, dtype: torch.dtype):
+        """cos/sin rows for positions 0..length-1 (at least), computed in float32 then cast, and
+        kept: a decode step then costs an index instead of eight elementwise ops."""
+        cached = self._tables.get(dtype)
+        if cached is None or cached[0].shape[0] < length:
+            size = max(64, 1 << (length - 1).bit_length())
+            freqs = torch.arange(size, device=self.inv_freq.device).float()[:, None] * self.inv_freq.float()
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cached = self._tables[dtype] = (emb.cos().to(dtype), emb.sin().to(dtype))
+        return cached
+
     def forward(self, positions: torch.Tensor, dtype: torch.dtype):
-        """cos/sin of shape (B, T, head_dim) for integer `positions` (B, T), computed in float32."""
-        freqs = positions.float()[..., None] * self.inv_freq.float()
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        """cos/sin of shape (B, T, head_dim) for integer `positions` (B, T)."""
+        cos, sin = self._table(int(positions.max()) + 1, dtype)
+        return cos[positions], sin[positions]
 
 
 def rotate_half(x):

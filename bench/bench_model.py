@@ -1,0 +1,139 @@
+"""Model-core benchmark (`make bench-model`): ours vs the reference on the same random weights.
+
+On the real-shape 0.6B checkpoint (all 28 talker layers, 5 predictor layers, 8 codec layers;
+random weights, toy text vocabulary) on this CPU it measures:
+- one stream: ms per frame and x-real-time (80 ms of audio per frame), float32 and bfloat16,
+  ours and the reference's;
+- aggregate frames/s with 1, 4 and 8 sessions advanced by one batched step;
+- the streaming codec decode cost per frame early and late in a long stream, and the reference's
+  time to decode 25 frames.
+Prints the numbers and writes them to docs/benchmarks.md. Never used by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from bench.codec_stream import measure_stream_decode
+from bench.report import machine, write_section
+from services.codec.tokenizer import SpeechTokenizer
+from services.generator.prompts import plan_prompt
+from services.generator.tts import Qwen3TTS
+from shared.tiny_checkpoints import write_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAME_MS = 80.0
+TEXT = ("The quick brown fox jumps over the lazy dog while the band plays on, "
+        "and every listener hears each word arrive before the sentence ends.")
+
+
+def checkpoint(preset: str) -> Path:
+    path = ROOT / "var" / "bench" / f"{preset}-custom_voice"
+    if not (path / "model.safetensors").exists():
+        if preset == "0.6b-full":
+            write_checkpoint(path, "custom_voice", "0.6b", talker_layers=28, predictor_layers=5, codec_layers=8)
+        else:
+            write_checkpoint(path, "custom_voice", preset)
+    return path
+
+
+def frames_per_second(tts: Qwen3TTS, sessions: int, steps: int, warmup: int = 2, repeats: int = 2) -> float:
+    """Aggregate frames/s of `sessions` concurrent greedy sessions stepped together (best of
+    `repeats` runs, so a stray background process does not decide the number)."""
+    return max(_frames_per_second(tts, sessions, steps, warmup) for _ in range(repeats))
+
+
+def _frames_per_second(tts: Qwen3TTS, sessions: int, steps: int, warmup: int) -> float:
+    engine = tts.new_engine()
+    params = tts.sampling(do_sample=False, subtalker_do_sample=False, max_new_tokens=warmup + steps + 8)
+    for _ in range(sessions):
+        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
+        session = engine.start(plan, params)
+        engine.add_text(session, tts.tokenizer.target_ids(TEXT))
+        engine.close_text(session)
+    for _ in range(warmup + 1):  # prefill + warm-up steps
+        engine.step()
+    produced = 0
+    start = time.perf_counter()
+    for _ in range(steps):
+        produced += sum(o.frame is not None for o in engine.step())
+    return produced / (time.perf_counter() - start)
+
+
+def reference_timing(path: Path, dtype: str, frames: int) -> dict:
+    python = ROOT / ".venv-ref" / "bin" / "python"
+    out = subprocess.run(
+        [str(python), str(ROOT / "bench" / "reference_timing.py"), "--checkpoint", str(path),
+         "--dtype", dtype, "--frames", str(frames), "--text", TEXT],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="0.6b-full", help="0.6b-full (default) or tiny for a quick check")
+    parser.add_argument("--frames", type=int, default=24, help="timed frames per measurement")
+    parser.add_argument("--no-reference", action="store_true")
+    args = parser.parse_args(argv)
+
+    path = checkpoint(args.preset)
+    rows, batch_rows = [], []
+    for dtype in ("float32", "bfloat16"):
+        tts = Qwen3TTS.from_pretrained(path, dtype=dtype, load_codec=False)
+        single = frames_per_second(tts, 1, args.frames)
+        ours_ms = 1000 / single
+        ref = None if args.no_reference else reference_timing(path, dtype, args.frames)
+        rows.append((dtype, ours_ms, ref))
+        print(f"{dtype}: ours {ours_ms:.0f} ms/frame ({FRAME_MS / ours_ms:.2f}x real time)"
+              + ("" if ref is None else f"; reference {ref['ms_per_frame']:.0f} ms/frame"
+                 f" -> speed-up {ref['ms_per_frame'] / ours_ms:.2f}x"))
+        for sessions in (1, 4, 8):
+            fps = single if sessions == 1 else frames_per_second(tts, sessions, args.frames)
+            batch_rows.append((dtype, sessions, fps))
+            print(f"{dtype}: {sessions} sessions: {fps:.2f} frames/s aggregate ({fps / single:.1f}x one session)")
+        del tts
+
+    codec = SpeechTokenizer.from_pretrained(path, dtype="float32", load_encoder=False)
+    streams = {chunk: measure_stream_decode(codec, chunk=chunk) for chunk in (1, 4)}
+    for chunk, stream in streams.items():
+        print(f"streaming codec decode, chunks of {chunk}:", stream["ms_per_frame"])
+
+    lines = [
+        f"## Model core on CPU ({args.preset}, greedy, non-streaming text)",
+        "",
+        f"Machine: {machine()}. Command: `make bench-model` (`python -m bench.bench_model`).",
+        "Checkpoint: seeded random weights at the real 0.6B shape (28 talker layers, 5 predictor layers,",
+        "8 codec layers; toy text vocabulary). One frame is 80 ms of audio. Reference: qwen-tts 0.1.1",
+        "on the same weights and text, timed as the difference of two runs (prefill cancels out).",
+        "",
+        "| dtype | ours ms/frame | ours x-real-time | reference ms/frame | speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    for dtype, ours_ms, ref in rows:
+        ref_ms = "n/a" if ref is None else f"{ref['ms_per_frame']:.0f}"
+        speedup = "n/a" if ref is None else f"{ref['ms_per_frame'] / ours_ms:.2f}x"
+        lines.append(f"| {dtype} | {ours_ms:.0f} | {FRAME_MS / ours_ms:.2f} | {ref_ms} | {speedup} |")
+    lines += ["", "Aggregate throughput, sessions advanced by one batched step:", "",
+              "| dtype | sessions | frames/s | vs one session |", "|---|---|---|---|"]
+    singles = {dtype: fps for dtype, sessions, fps in batch_rows if sessions == 1}
+    for dtype, sessions, fps in batch_rows:
+        lines.append(f"| {dtype} | {sessions} | {fps:.2f} | {fps / singles[dtype]:.1f}x |")
+    lines += ["", "Streaming codec decode (float32, one stream): ms per frame by position in the stream:", "",
+              "| frames | chunks of 1 | chunks of 4 |", "|---|---|---|"]
+    for window in streams[1]["ms_per_frame"]:
+        lines.append(f"| {window} | {streams[1]['ms_per_frame'][window]:.1f} | {streams[4]['ms_per_frame'][window]:.1f} |")
+    if rows[0][2] is not None:
+        lines.append(f"\nReference codec: decoding 25 frames took {rows[0][2]['decode_25_frames_ms']:.0f} ms "
+                     "(float32, whole-clip decode).")
+    write_section("bench-model", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -62,16 +62,21 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_module_weights(
-    module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path
+    module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path, *,
+    file_key=None, ignored: tuple[str, ...] = (),
 ) -> None:
     """Copy `tensors[prefix + name]` into every parameter and persistent buffer of `module`.
 
-    Strict: a missing key, a shape mismatch, or an unexpected key under `prefix` is a
-    CheckpointError naming `path` and the key. Tensors are cast to the module's dtype.
+    `file_key(name)` maps a state-dict name to its checkpoint key where the two differ (default:
+    `prefix + name`). Strict: a missing key, a shape mismatch, or an unexpected key under
+    `prefix` (other than those starting with one of `ignored`) is a CheckpointError naming `path`
+    and the key. Tensors are cast to the module's dtype.
     """
+    file_key = file_key or (lambda name: prefix + name)
     expected = module.state_dict()
+    keys = {name: file_key(name) for name in expected}
     for name, target in expected.items():
-        key = prefix + name
+        key = keys[name]
         if key not in tensors:
             raise CheckpointError(f"{path}: missing tensor {key!r}")
         source = tensors[key]
@@ -80,8 +85,11 @@ def load_module_weights(
                 f"{path}: tensor {key!r} has shape {tuple(source.shape)}, "
                 f"expected {tuple(target.shape)} from the config"
             )
-    unexpected = sorted(k for k in tensors if k.startswith(prefix) and k[len(prefix):] not in expected)
+    used = set(keys.values())
+    unexpected = sorted(
+        k for k in tensors if k.startswith(prefix) and k not in used and not (ignored and k.startswith(ignored))
+    )
     if unexpected:
         shown = ", ".join(repr(k) for k in unexpected[:5])
         raise CheckpointError(f"{path}: unexpected tensors {shown} (config does not match weights?)")
-    module.load_state_dict({name: tensors[prefix + name] for name in expected}, strict=True)
+    module.load_state_dict({name: tensors[key] for name, key in keys.items()}, strict=True)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.checkpoint import CheckpointError
+from shared.checkpoint import load_module_weights
 
 from .configuration import CodecConfig, CodecDecoderConfig
 
@@ -636,25 +636,5 @@ class CodecEncoder(nn.Module):
 
     def load_checkpoint_tensors(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
         """Strictly load the `encoder.*` tensors of a codec file; errors name the file and key."""
-        expected = self.state_dict()
-        by_file_key = {}
-        for name, target in expected.items():
-            key = self.file_key(name)
-            if key not in tensors:
-                raise CheckpointError(f"{path}: missing tensor {key!r}")
-            source = tensors[key]
-            if tuple(source.shape) != tuple(target.shape):
-                raise CheckpointError(
-                    f"{path}: tensor {key!r} has shape {tuple(source.shape)}, "
-                    f"expected {tuple(target.shape)} from the config"
-                )
-            by_file_key[key] = name
-        unexpected = sorted(
-            k for k in tensors
-            if k.startswith("encoder.") and k not in by_file_key and not k.startswith(_ENCODER_IGNORED)
-        )
-        if unexpected:
-            shown = ", ".join(repr(k) for k in unexpected[:5])
-            raise CheckpointError(f"{path}: unexpected tensors {shown} (config does not match weights?)")
-        self.load_state_dict({name: tensors[key] for key, name in by_file_key.items()}, strict=True)
+        load_module_weights(self, tensors, "encoder.", path, file_key=self.file_key, ignored=_ENCODER_IGNORED)
         self.reset_codebook_cache()

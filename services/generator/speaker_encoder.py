@@ -46,28 +46,23 @@ FRAME_PAD = (N_FFT - HOP_LENGTH) // 2  # 384 reflected samples on each side
 # ---------------------------------------------------------------------------------------------
 
 
+# Slaney's auditory scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above.
+_MEL_LINEAR_STEP = 200.0 / 3
+_MEL_LOG_START_HZ = 1000.0
+_MEL_LOG_START = _MEL_LOG_START_HZ / _MEL_LINEAR_STEP
+_MEL_LOG_STEP = np.log(6.4) / 27.0
+
+
 def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's auditory scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
-    linear_step = 200.0 / 3
-    log_start_hz = 1000.0
-    log_start_mel = log_start_hz / linear_step
-    log_step = np.log(6.4) / 27.0
-    mel = hz / linear_step
-    above = hz >= log_start_hz
-    mel = np.where(above, log_start_mel + np.log(np.maximum(hz, 1e-300) / log_start_hz) / log_step, mel)
-    return mel
+    log_part = _MEL_LOG_START + np.log(np.maximum(hz, 1e-300) / _MEL_LOG_START_HZ) / _MEL_LOG_STEP
+    return np.where(hz >= _MEL_LOG_START_HZ, log_part, hz / _MEL_LINEAR_STEP)
 
 
 def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
-    linear_step = 200.0 / 3
-    log_start_hz = 1000.0
-    log_start_mel = log_start_hz / linear_step
-    log_step = np.log(6.4) / 27.0
-    hz = mel * linear_step
-    above = mel >= log_start_mel
-    return np.where(above, log_start_hz * np.exp(log_step * (mel - log_start_mel)), hz)
+    log_part = _MEL_LOG_START_HZ * np.exp(_MEL_LOG_STEP * (mel - _MEL_LOG_START))
+    return np.where(mel >= _MEL_LOG_START, log_part, mel * _MEL_LINEAR_STEP)
 
 
 @functools.lru_cache(maxsize=8)

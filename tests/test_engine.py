@@ -191,3 +191,36 @@ def test_text_after_close_is_refused(talker):
     engine.close_text(session)
     with pytest.raises(ValueError):
         engine.add_text(session, [1])
+
+
+def test_cancel_while_a_step_is_running(talker):
+    """A cancel from another thread can land mid-step: the step must neither crash nor emit
+    frames for the cancelled session, and the others must be unaffected."""
+    expected, _ = run_whole(talker, plan())
+    engine = make_engine(talker)
+    keep, drop = engine.start(plan(), GREEDY), engine.start(plan(), GREEDY)
+    for s in (keep, drop):
+        engine.add_text(s, TEXT)
+        engine.close_text(s)
+    real_forward = talker.forward_step
+    calls = []
+
+    def forward_then_cancel(*args):
+        out = real_forward(*args)
+        if not calls:
+            # As if the client hung up while the talker ran the first prefill of this step,
+            # before the step reached the second session's own prefill.
+            engine.cancel(drop)
+        calls.append(1)
+        return out
+
+    talker.forward_step = forward_then_cancel
+    try:
+        outputs = engine.step()
+    finally:
+        del talker.forward_step
+    assert all(o.session is keep for o in outputs)
+    assert drop.finish_reason is FinishReason.CANCELLED and drop.cache is None
+    while engine.active:
+        engine.step()
+    assert torch.equal(torch.stack(keep.frames), expected)

@@ -11,9 +11,10 @@ A session whose text has run out before its input was closed is not stepped: it 
 text instead of being pushed towards an early end of speech. (Feeding padding there would tell
 the model the text is over.)
 
-The engine is not thread-safe by itself except for the text-feeding and cancel calls, which may
-come from another thread (the gRPC event loop) while a step runs: they only touch state under
-the engine's lock, and `step` reads a consistent snapshot of it.
+Threads: `step` runs on one engine thread. `add_text`, `close_text` and `cancel` may come from
+another thread (the gRPC event loop) while a step runs: they only touch state under the engine's
+lock, `step` works from a snapshot taken under it, and frames of a session cancelled mid-step are
+dropped. `start` computes the prompt embeddings, so call it off the event loop.
 """
 
 from __future__ import annotations
@@ -126,8 +127,7 @@ class Engine:
             session.closed = True
 
     def cancel(self, session: Session) -> None:
-        with self._lock:
-            self._finish(session, FinishReason.CANCELLED)
+        self._finish(session, FinishReason.CANCELLED)
 
     @property
     def active(self) -> int:
@@ -145,20 +145,24 @@ class Engine:
             batched = [s for s, n in work if n == 1 and s.prefix is None]
             alone = [(s, n) for s, n in work if not (n == 1 and s.prefix is None)]
             inputs = {s.id: self._inputs(s, n) for s, n in work}
+            # Held for the whole step: a concurrent cancel() drops the session's reference, and
+            # the memory goes when this step lets go of it.
+            caches = {s.id: s.cache for s, _ in work}
 
         sampled: list[tuple[Session, torch.Tensor]] = []
         for session, n in alone:
-            hidden = self._run_talker([session], inputs[session.id].unsqueeze(0))
+            hidden = self._run_talker([session], inputs[session.id].unsqueeze(0), caches)
             session.fed += n
             if self._wants_logits(session):
                 sampled.append((session, hidden[0, -1]))
         if batched:
-            hidden = self._run_talker(batched, torch.stack([inputs[s.id] for s in batched]))
+            hidden = self._run_talker(batched, torch.stack([inputs[s.id] for s in batched]), caches)
             for b, session in enumerate(batched):
                 session.fed += 1
                 if self._wants_logits(session):
                     sampled.append((session, hidden[b, -1]))
-        return self._sample_and_expand(sampled)
+        outputs = self._sample_and_expand(sampled)
+        return [o for o in outputs if o.session.finish_reason is not FinishReason.CANCELLED]
 
     def _ready_positions(self, s: Session) -> int:
         """How many stream positions of `s` can be fed now (text and codec both known)."""
@@ -194,11 +198,11 @@ class Engine:
         frames): its output is then the next codebook-0 code."""
         return s.codec is not None and s.fed == len(s.codec) and not s.finished
 
-    def _run_talker(self, sessions: list[Session], inputs: torch.Tensor) -> torch.Tensor:
-        t = inputs.shape[1]
-        start = torch.tensor([s.cache.length for s in sessions], device=self.device)
-        positions = start[:, None] + torch.arange(t, device=self.device)
-        return self.talker.forward_step(inputs, positions, RaggedBatchCache([s.cache for s in sessions]))
+    def _run_talker(self, sessions: list[Session], inputs: torch.Tensor, caches: dict) -> torch.Tensor:
+        batch_cache = RaggedBatchCache([caches[s.id] for s in sessions])
+        start = torch.tensor([c.length for c in batch_cache.caches], device=self.device)
+        positions = start[:, None] + torch.arange(inputs.shape[1], device=self.device)
+        return self.talker.forward_step(inputs, positions, batch_cache)
 
     def _sample_and_expand(self, sampled) -> list[StepOutput]:
         if not sampled:
@@ -250,11 +254,14 @@ class Engine:
         return torch.stack(columns, dim=1)
 
     def _finish(self, session: Session, reason: FinishReason) -> None:
-        if session.finished:
-            return
-        session.finish_reason = reason
-        session.cache = None  # frees the KV cache now, not when the caller drops the session
-        self.sessions.pop(session.id, None)
+        with self._lock:
+            if session.finished:
+                return
+            session.finish_reason = reason
+            # Frees the KV cache now (or, mid-step, when the step ends), not when the caller
+            # drops the session.
+            session.cache = None
+            self.sessions.pop(session.id, None)
 
     # ----- prompt embedding -----
 

@@ -47,6 +47,16 @@ def plan(non_streaming=False, clone=None):
                       clone=clone, non_streaming=non_streaming)
 
 
+def engine_with_sessions(talker, count):
+    """An engine with `count` identical greedy sessions whose whole text is in and closed."""
+    engine = make_engine(talker)
+    sessions = [engine.start(plan(), GREEDY) for _ in range(count)]
+    for session in sessions:
+        engine.add_text(session, TEXT)
+        engine.close_text(session)
+    return engine, sessions
+
+
 def run_whole(talker, plan_, params=GREEDY, text=TEXT):
     engine = make_engine(talker)
     session = engine.start(plan_, params)
@@ -129,11 +139,7 @@ def test_in_context_clone_prompt_runs_and_continues_reference_frames(talker):
 
 def test_cancel_frees_the_session_and_spares_the_others(talker):
     expected, _ = run_whole(talker, plan())
-    engine = make_engine(talker)
-    keep, drop = engine.start(plan(), GREEDY), engine.start(plan(), GREEDY)
-    for s in (keep, drop):
-        engine.add_text(s, TEXT)
-        engine.close_text(s)
+    engine, (keep, drop) = engine_with_sessions(talker, 2)
     engine.step()
     engine.step()
     engine.cancel(drop)
@@ -197,11 +203,7 @@ def test_cancel_while_a_step_is_running(talker):
     """A cancel from another thread can land mid-step: the step must neither crash nor emit
     frames for the cancelled session, and the others must be unaffected."""
     expected, _ = run_whole(talker, plan())
-    engine = make_engine(talker)
-    keep, drop = engine.start(plan(), GREEDY), engine.start(plan(), GREEDY)
-    for s in (keep, drop):
-        engine.add_text(s, TEXT)
-        engine.close_text(s)
+    engine, (keep, drop) = engine_with_sessions(talker, 2)
     real_forward = talker.forward_step
     calls = []
 

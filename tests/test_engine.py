@@ -226,3 +226,24 @@ def test_cancel_while_a_step_is_running(talker):
     while engine.active:
         engine.step()
     assert torch.equal(torch.stack(keep.frames), expected)
+
+
+def test_bad_inputs_are_refused_at_the_boundary_not_inside_a_step(talker):
+    """One client's bad data must never reach step(), where an error would stop every session."""
+    engine = make_engine(talker)
+    session = engine.start(plan(), GREEDY)
+    for bad in ([64], [-1], [3, 1000]):  # the text vocabulary has 64 ids
+        with pytest.raises(ValueError, match="token id"):
+            engine.add_text(session, bad)
+    assert session.text_ids == []
+    bad_voices = {
+        "speaker embedding": ClonePrompt(speaker_embedding=torch.full((48,), float("nan"))),
+        r"shape \(47,\)": ClonePrompt(speaker_embedding=torch.randn(47)),
+        "codes": ClonePrompt(speaker_embedding=torch.randn(48), ref_codes=torch.full((4, 16), 2048), ref_text_ids=[1]),
+        "shape": ClonePrompt(speaker_embedding=torch.randn(48), ref_codes=torch.zeros(4, 8, dtype=torch.long),
+                             ref_text_ids=[1]),
+    }
+    for match, voice in bad_voices.items():
+        with pytest.raises(ValueError, match=match):
+            engine.start(plan(clone=voice), GREEDY)
+    assert engine.active == 1

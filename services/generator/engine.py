@@ -93,7 +93,11 @@ class Engine:
 
     @torch.inference_mode()
     def start(self, plan: PromptPlan, params: SamplingParams) -> Session:
+        """A new session; raises ValueError for inputs that would fail inside a step."""
         params.validate()
+        if plan.clone is not None:
+            self._check_clone(plan.clone)
+        self._check_text_ids(plan.instruct_ids + plan.role_ids + plan.ref_text_ids)
         prefix = self._prefix(plan)
         template = [self.codec_bos]
         if plan.clone is not None and plan.clone.in_context:
@@ -117,6 +121,7 @@ class Engine:
         return session
 
     def add_text(self, session: Session, token_ids: list[int]) -> None:
+        self._check_text_ids(token_ids)
         with self._lock:
             if session.closed:
                 raise ValueError("text was added after the input was closed")
@@ -132,6 +137,28 @@ class Engine:
     @property
     def active(self) -> int:
         return len(self.sessions)
+
+    def _check_text_ids(self, token_ids: list[int]) -> None:
+        vocab = self.talker.config.text_vocab_size
+        bad = [t for t in token_ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the text vocabulary [0, {vocab})")
+
+    def _check_clone(self, clone) -> None:
+        embedding = clone.speaker_embedding
+        hidden = self.talker.config.hidden_size
+        if embedding.shape != (hidden,):
+            raise ValueError(f"the speaker embedding has shape {tuple(embedding.shape)}, expected size {hidden}")
+        if not torch.isfinite(embedding).all():
+            raise ValueError("the speaker embedding has non-finite values")
+        if clone.ref_codes is not None:
+            codes = clone.ref_codes
+            groups = self.talker.config.num_code_groups
+            if codes.dim() != 2 or codes.shape[1] != groups or len(codes) == 0:
+                raise ValueError(f"reference codes have shape {tuple(codes.shape)}, expected (frames, {groups})")
+            codebook = self.talker.config.code_predictor.vocab_size
+            if codes.min() < 0 or codes.max() >= codebook:
+                raise ValueError(f"reference codes are outside [0, {codebook})")
 
     # ----- stepping (engine thread) -----
 

@@ -34,10 +34,12 @@ TEXT = ("The quick brown fox jumps over the lazy dog while the band plays on, "
 
 
 def checkpoint(preset: str) -> Path:
+    """`0.6b-full` / `1.7b-full`: every layer at the real shape; `tiny` for a quick check."""
     path = ROOT / "var" / "bench" / f"{preset}-custom_voice"
     if not (path / "model.safetensors").exists():
-        if preset == "0.6b-full":
-            write_checkpoint(path, "custom_voice", "0.6b", talker_layers=28, predictor_layers=5, codec_layers=8)
+        if preset.endswith("-full"):
+            size = preset.removesuffix("-full")
+            write_checkpoint(path, "custom_voice", size, talker_layers=28, predictor_layers=5, codec_layers=8)
         else:
             write_checkpoint(path, "custom_voice", preset)
     return path
@@ -66,11 +68,11 @@ def _frames_per_second(tts: Qwen3TTS, sessions: int, steps: int, warmup: int) ->
     return produced / (time.perf_counter() - start)
 
 
-def reference_timing(path: Path, dtype: str, frames: int) -> dict:
+def reference_timing(path: Path, dtype: str, frames: int, device: str) -> dict:
     python = ROOT / ".venv-ref" / "bin" / "python"
     out = subprocess.run(
         [str(python), str(ROOT / "bench" / "reference_timing.py"), "--checkpoint", str(path),
-         "--dtype", dtype, "--frames", str(frames), "--text", TEXT],
+         "--dtype", dtype, "--frames", str(frames), "--text", TEXT, "--device", device],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -78,7 +80,8 @@ def reference_timing(path: Path, dtype: str, frames: int) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="0.6b-full", help="0.6b-full (default) or tiny for a quick check")
+    parser.add_argument("--preset", default="0.6b-full", help="0.6b-full (default), 1.7b-full, or tiny for a quick check")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--frames", type=int, default=24, help="timed frames per measurement")
     parser.add_argument("--no-reference", action="store_true")
     args = parser.parse_args(argv)
@@ -86,10 +89,10 @@ def main(argv=None) -> None:
     path = checkpoint(args.preset)
     rows, batch_rows = [], []
     for dtype in ("float32", "bfloat16"):
-        tts = Qwen3TTS.from_pretrained(path, dtype=dtype, load_codec=False)
+        tts = Qwen3TTS.from_pretrained(path, dtype=dtype, device=args.device, load_codec=False)
         single = frames_per_second(tts, 1, args.frames)
         ours_ms = 1000 / single
-        ref = None if args.no_reference else reference_timing(path, dtype, args.frames)
+        ref = None if args.no_reference else reference_timing(path, dtype, args.frames, args.device)
         rows.append((dtype, ours_ms, ref))
         print(f"{dtype}: ours {ours_ms:.0f} ms/frame ({FRAME_MS / ours_ms:.2f}x real time)"
               + ("" if ref is None else f"; reference {ref['ms_per_frame']:.0f} ms/frame"
@@ -100,15 +103,16 @@ def main(argv=None) -> None:
             print(f"{dtype}: {sessions} sessions: {fps:.2f} frames/s aggregate ({fps / single:.1f}x one session)")
         del tts
 
-    codec = SpeechTokenizer.from_pretrained(path, dtype="float32", load_encoder=False)
+    codec = SpeechTokenizer.from_pretrained(path, dtype="float32", device=args.device, load_encoder=False)
     streams = {chunk: measure_stream_decode(codec, chunk=chunk) for chunk in (1, 4)}
     for chunk, stream in streams.items():
         print(f"streaming codec decode, chunks of {chunk}:", stream["ms_per_frame"])
 
     lines = [
-        f"## Model core on CPU ({args.preset}, greedy, non-streaming text)",
+        f"## Model core on {args.device} ({args.preset}, greedy, non-streaming text)",
         "",
-        f"Machine: {machine()}. Command: `make bench-model` (`python -m bench.bench_model`).",
+        f"Machine: {machine(args.device)}. Command: `make bench-model` "
+        f"(`python -m bench.bench_model --preset {args.preset} --device {args.device}`).",
         "Checkpoint: seeded random weights at the real 0.6B shape (28 talker layers, 5 predictor layers,",
         "8 codec layers; toy text vocabulary). One frame is 80 ms of audio. Reference: qwen-tts 0.1.1",
         "on the same weights and text, timed as the difference of two runs (prefill cancels out).",
@@ -132,7 +136,7 @@ def main(argv=None) -> None:
     if rows[0][2] is not None:
         lines.append(f"\nReference codec: decoding 25 frames took {rows[0][2]['decode_25_frames_ms']:.0f} ms "
                      "(float32, whole-clip decode).")
-    write_section("bench-model", "\n".join(lines))
+    write_section(f"bench-model-{args.device}-{args.preset}", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -39,10 +39,11 @@ def main():
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--text", required=True)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     real_stdout, sys.stdout = sys.stdout, sys.stderr  # the package prints notices to stdout
 
-    model = Qwen3TTSModel.from_pretrained(args.checkpoint, dtype=getattr(torch, args.dtype))
+    model = Qwen3TTSModel.from_pretrained(args.checkpoint, dtype=getattr(torch, args.dtype), device_map=args.device)
     timed_generate(model, 2, args.text)  # warm-up
     short = min(timed_generate(model, 2, args.text) for _ in range(2))
     long = min(timed_generate(model, 2 + args.frames, args.text) for _ in range(2))

@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nWritten by the benchmark scripts (`make bench-model`, ...); numbers are from the machine named in each section.\n"
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -25,7 +25,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    host = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(device)} (host: {host})"
+    return host
 
 
 def write_section(name: str, body: str) -> None:

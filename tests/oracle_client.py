@@ -193,7 +193,11 @@ class ReferenceOracle:
     # -- generic call ---------------------------------------------------------------------
 
     def call(self, op: str, timeout: float | None = None, **args) -> dict:
-        """Run one op; arrays anywhere in `args` and in the result are numpy arrays."""
+        """Run one op; arrays anywhere in `args` and in the result are numpy arrays.
+
+        Models run on $QWEN_TTS_TEST_DEVICE (default cpu), like ours in the parity tests."""
+        if os.environ.get("QWEN_TTS_TEST_DEVICE"):
+            args.setdefault("device", os.environ["QWEN_TTS_TEST_DEVICE"])
         with self._lock:
             self.start()
             req_id = next(self._ids)

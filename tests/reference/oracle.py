@@ -122,12 +122,14 @@ def _load_kwargs(args):
     kwargs = {"dtype": _dtype(args.get("dtype"))}
     if args.get("attn_implementation"):
         kwargs["attn_implementation"] = args["attn_implementation"]
+    if args.get("device"):
+        kwargs["device_map"] = args["device"]
     return kwargs
 
 
 def _model(args) -> Qwen3TTSModel:
     path = os.path.realpath(args["checkpoint"])
-    key = (path, args.get("dtype") or "float32", args.get("attn_implementation"))
+    key = (path, args.get("dtype") or "float32", args.get("attn_implementation"), args.get("device"))
     if key not in _MODELS:
         _MODELS[key] = Qwen3TTSModel.from_pretrained(path, **_load_kwargs(args))
     return _MODELS[key]
@@ -143,9 +145,10 @@ def _codec_dir(path: str) -> str:
 
 def _codec(args) -> Qwen3TTSTokenizer:
     path = _codec_dir(args["checkpoint"])
-    key = (path, args.get("dtype") or "float32")
+    key = (path, args.get("dtype") or "float32", args.get("device"))
     if key not in _CODECS:
-        _CODECS[key] = Qwen3TTSTokenizer.from_pretrained(path, dtype=_dtype(args.get("dtype")))
+        extra = {"device_map": args["device"]} if args.get("device") else {}
+        _CODECS[key] = Qwen3TTSTokenizer.from_pretrained(path, dtype=_dtype(args.get("dtype")), **extra)
     return _CODECS[key]
 
 

@@ -1,0 +1,323 @@
+"""One error model for every service: AIP-193 rich errors over grpc.aio.
+
+Handlers raise domain exceptions (`ServiceError` subclasses) or let foreign ones escape;
+`ErrorInterceptor` turns whatever escapes into a `google.rpc.Status` carried in the
+`grpc-status-details-bin` trailer:
+
+* every error carries an `ErrorInfo(reason, domain=DOMAIN, metadata)` (AIP-193 requires it);
+* `InvalidArgument` also carries a `BadRequest` with one `FieldViolation` per bad field;
+* each detail type appears at most once.
+
+Mapping of foreign exceptions (`as_service_error`):
+
+* a `ValueError` with a string `field` attribute (the generator's `PromptError`) -> InvalidArgument
+  with that field as the violation; matched by shape so that `shared` need not import the
+  generator (and torch);
+* any other `ValueError` (e.g. `AudioError`) -> InvalidArgument, its message kept: by project
+  convention a ValueError's message is written for the caller;
+* anything else -> INTERNAL, reason "INTERNAL", a generic message; the traceback goes to the log,
+  never to the client.
+
+`asyncio.CancelledError` (the client cancelled, or the server is stopping) is a BaseException and
+is never caught here, and a handler's own `context.abort(...)` (`grpc.aio.AbortError`) passes
+through unchanged. A streaming handler always hears that its RPC was cancelled as CancelledError,
+even when gRPC left it suspended at a `yield` (see `_cancel_when_abandoned`), so handlers release
+engine slots in `except CancelledError` / `finally` and re-raise.
+
+DOMAIN is "qwentts.v1", the package of the public API: it is the name clients already see, reasons
+are unique within it, and the internal services use the same domain so that the gateway can
+forward their errors without rewriting them. A future incompatible API version gets a new domain.
+
+Client side, `error_details(rpc_error)` returns (code, ErrorInfo | None, BadRequest | None).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+from collections.abc import Iterable, Mapping
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+logger = logging.getLogger(__name__)
+
+DOMAIN = "qwentts.v1"
+INTERNAL_MESSAGE = "internal error"
+
+_REASON_RE = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def _check_reason(reason: str) -> str:
+    # A programming error; deliberately not a ValueError, which would reach clients as INVALID_ARGUMENT.
+    if len(reason) > 63 or not _REASON_RE.fullmatch(reason):
+        raise TypeError(f"error reason {reason!r} is not UPPER_SNAKE_CASE of at most 63 characters")
+    return reason
+
+
+class ServiceError(Exception):
+    """A failure the caller should see as a specific gRPC status.
+
+    Subclasses fix `code` and a default `reason`; services subclass further for specific reasons
+    (`class VoiceNotFound(NotFound): reason = "VOICE_NOT_FOUND"`). `message` is for the caller
+    (developer-facing English); `metadata` adds ErrorInfo key/values (lowerCamelCase keys).
+    """
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _check_reason(cls.reason)  # a bad reason is caught when the class is defined
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = _check_reason(reason)  # instance attribute shadows the class default
+        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+
+
+class InvalidArgument(ServiceError):
+    """The request is malformed; `violations` are (field, description) pairs for BadRequest.
+
+    Field paths use the proto field names, dotted for nesting (`config.sampling.top_k`).
+    """
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str,
+        violations: Iterable[tuple[str, str]] = (),
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ):
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.violations = [(str(f), str(d)) for f, d in violations]
+
+
+class NotFound(ServiceError):
+    code, reason = grpc.StatusCode.NOT_FOUND, "NOT_FOUND"
+
+
+class AlreadyExists(ServiceError):
+    code, reason = grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS"
+
+
+class FailedPrecondition(ServiceError):
+    code, reason = grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION"
+
+
+class Aborted(ServiceError):
+    """A concurrency conflict (e.g. an etag mismatch); the client may retry the whole sequence."""
+
+    code, reason = grpc.StatusCode.ABORTED, "ABORTED"
+
+
+class ResourceExhausted(ServiceError):
+    code, reason = grpc.StatusCode.RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(ServiceError):
+    code, reason = grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"
+
+
+class DeadlineExceeded(ServiceError):
+    code, reason = grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"
+
+
+class Unauthenticated(ServiceError):
+    code, reason = grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"
+
+
+class PermissionDenied(ServiceError):
+    code, reason = grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"
+
+
+class Internal(ServiceError):
+    """A bug or an unexpected failure; the message is generic on purpose."""
+
+    code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
+
+    def __init__(self, message: str = INTERNAL_MESSAGE, **kwargs):
+        super().__init__(message, **kwargs)
+
+
+def as_service_error(exc: Exception) -> ServiceError:
+    """Map any exception to the ServiceError the client will see (see the module docstring)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, ValueError):
+        field = getattr(exc, "field", None)  # PromptError and anything shaped like it
+        violations = [(field, str(exc))] if isinstance(field, str) and field else []
+        return InvalidArgument(str(exc), violations)
+    return Internal()
+
+
+def _pack(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_rpc_status(exc: Exception) -> grpc.Status:
+    """The grpc.Status (code, message, details trailer) for `exc`, for `context.abort_with_status`."""
+    error = as_service_error(exc)
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata))]
+    if isinstance(error, InvalidArgument) and error.violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                        for f, d in error.violations
+                    ]
+                )
+            )
+        )
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str):
+    """Log `exc` as it deserves and end the RPC with its rich status (raises AbortError)."""
+    if isinstance(exc, (ServiceError, ValueError)):
+        logger.debug("%s failed: %s: %s", method, type(exc).__name__, exc)
+    else:
+        # Called from inside the handler's `except` block, so the traceback is the current one.
+        logger.exception("%s failed with an unexpected exception", method)
+    await context.abort_with_status(to_rpc_status(exc))
+
+
+def _wrap_unary_response(behavior, method: str):
+    async def wrapper(request, context):
+        try:
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+        except grpc.aio.AbortError:
+            raise  # the handler aborted on its own; its status stands
+        except Exception as exc:  # CancelledError is a BaseException: it propagates untouched
+            await _abort(context, exc, method)
+
+    return wrapper
+
+
+def _wrap_stream_response(behavior, method: str):
+    # An async generator around the handler's async generator: the style the OpenTelemetry aio
+    # interceptor supports, and the only one grpc.aio runs on the event loop (it checks
+    # `inspect.isasyncgenfunction`; any other callable is run as a sync generator in its thread
+    # pool). A `context.write` coroutine handler fails here, reported as INTERNAL and logged.
+    async def wrapper(request, context):
+        try:
+            responses = behavior(request, context)
+            _cancel_when_abandoned(responses, context)
+            async for response in responses:
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc, method)
+
+    return wrapper
+
+
+_pending_cancels: set[asyncio.Task] = set()  # strong references until the tasks finish
+
+
+def _cancel_when_abandoned(responses, context: grpc.aio.ServicerContext) -> None:
+    """Make sure a streaming handler hears that its RPC ended, as CancelledError.
+
+    On a client cancel gRPC cancels the RPC's task. If the task is then awaiting inside the
+    handler, the handler gets CancelledError there. But if it is in gRPC's own write of the last
+    message, the handler is left suspended at its `yield`: it would only see GeneratorExit when
+    the generator is garbage-collected, or never. So when the RPC is done and the handler's
+    generator is still suspended at a yield, throw CancelledError in at that yield. (In grpc.aio
+    `context.cancelled()` stays False after a client cancel, so it cannot be the test here.)
+    """
+    if not inspect.isasyncgen(responses):
+        return
+    loop = asyncio.get_running_loop()
+
+    def suspended_at_yield() -> bool:
+        # ag_frame is None once finished; ag_running is also True while the handler awaits
+        # inside, and then the task cancel reaches it.
+        return responses.ag_frame is not None and not responses.ag_running
+
+    async def throw():
+        if not suspended_at_yield():  # checked again: it may have been resumed meanwhile
+            return
+        try:
+            await responses.athrow(asyncio.CancelledError())
+        except (asyncio.CancelledError, StopAsyncIteration):
+            return  # the handler re-raised or returned, as it should
+        except Exception:
+            logger.exception("streaming handler failed while being cancelled")
+            return
+        await responses.aclose()  # it yielded again: stop it
+
+    def on_done(_context):
+        if suspended_at_yield():
+            task = loop.create_task(throw())
+            _pending_cancels.add(task)
+            task.add_done_callback(_pending_cancels.discard)
+
+    context.add_done_callback(on_done)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns exceptions escaping any handler into AIP-193 rich errors (see the module docstring).
+
+    Handlers must be coroutine functions (unary responses) or async generators (streaming
+    responses). Put it last in the server's interceptor list, so that it sits closest to the
+    handlers and outer interceptors (tracing) see the final status.
+    """
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
+            return None
+        method = handler_call_details.method
+        codecs = dict(
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(handler.unary_unary, method), **codecs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream_response(handler.unary_stream, method), **codecs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary_response(handler.stream_unary, method), **codecs)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream_response(handler.stream_stream, method), **codecs)
+
+
+def error_details(
+    rpc_error: grpc.RpcError,
+) -> tuple[grpc.StatusCode, error_details_pb2.ErrorInfo | None, error_details_pb2.BadRequest | None]:
+    """(code, ErrorInfo | None, BadRequest | None) from a failed call (sync or aio).
+
+    Details are ignored if their code disagrees with the call's (a proxy rewrote the status).
+    """
+    code = rpc_error.code()
+    info = bad_request = None
+    for key, value in rpc_error.trailing_metadata() or ():
+        if key != _DETAILS_KEY:
+            continue
+        status = status_pb2.Status.FromString(value)
+        if status.code != code.value[0]:
+            break
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+    return code, info, bad_request

@@ -34,6 +34,7 @@ from .sampling import SamplingParams, choose, predictor_scores, suppressed_ids, 
 class FinishReason(str, enum.Enum):
     EOS = "eos"  # the model ended the utterance
     LENGTH = "length"  # max_new_tokens codes were generated
+    BUDGET = "budget"  # stopped by the caller's runaway guard (more frames than the text warrants)
     CANCELLED = "cancelled"
 
 
@@ -96,8 +97,8 @@ class Engine:
         """A new session; raises ValueError for inputs that would fail inside a step."""
         params.validate()
         if plan.clone is not None:
-            self._check_clone(plan.clone)
-        self._check_text_ids(plan.instruct_ids + plan.role_ids + plan.ref_text_ids)
+            self.check_clone(plan.clone)
+        self.check_text_ids(plan.instruct_ids + plan.role_ids + plan.ref_text_ids)
         prefix = self._prefix(plan)
         template = [self.codec_bos]
         if plan.clone is not None and plan.clone.in_context:
@@ -121,7 +122,7 @@ class Engine:
         return session
 
     def add_text(self, session: Session, token_ids: list[int]) -> None:
-        self._check_text_ids(token_ids)
+        self.check_text_ids(token_ids)
         with self._lock:
             if session.closed:
                 raise ValueError("text was added after the input was closed")
@@ -131,20 +132,26 @@ class Engine:
         with self._lock:
             session.closed = True
 
-    def cancel(self, session: Session) -> None:
-        self._finish(session, FinishReason.CANCELLED)
+    def cancel(self, session: Session, reason: FinishReason = FinishReason.CANCELLED) -> None:
+        """End a session now and free its cache (mid-step: when the step ends)."""
+        self._finish(session, reason)
+
+    def can_progress(self) -> bool:
+        """Whether a step would do any work (some session has input it can feed)."""
+        with self._lock:
+            return any(s.prefix is not None or self._ready_positions(s) > 0 for s in self.sessions.values())
 
     @property
     def active(self) -> int:
         return len(self.sessions)
 
-    def _check_text_ids(self, token_ids: list[int]) -> None:
+    def check_text_ids(self, token_ids: list[int]) -> None:
         vocab = self.talker.config.text_vocab_size
         bad = [t for t in token_ids if not 0 <= t < vocab]
         if bad:
             raise ValueError(f"token id {bad[0]} is outside the text vocabulary [0, {vocab})")
 
-    def _check_clone(self, clone) -> None:
+    def check_clone(self, clone) -> None:
         embedding = clone.speaker_embedding
         hidden = self.talker.config.hidden_size
         if embedding.shape != (hidden,):
@@ -189,7 +196,8 @@ class Engine:
                 if self._wants_logits(session):
                     sampled.append((session, hidden[b, -1]))
         outputs = self._sample_and_expand(sampled)
-        return [o for o in outputs if o.session.finish_reason is not FinishReason.CANCELLED]
+        # A session ended by cancel() while this step ran gets nothing more.
+        return [o for o in outputs if o.session.finish_reason not in (FinishReason.CANCELLED, FinishReason.BUDGET)]
 
     def _ready_positions(self, s: Session) -> int:
         """How many stream positions of `s` can be fed now (text and codec both known)."""

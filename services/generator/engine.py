@@ -42,7 +42,6 @@ class FinishReason(str, enum.Enum):
 class Session:
     id: int
     params: SamplingParams
-    non_streaming: bool
     prefix: torch.Tensor | None  # (P, hidden) inputs before the zipped streams; None once fed
     template: list[torch.Tensor]  # codec-track vectors before the first generated frame
     text_ids: list[int]  # the text stream's tokens: reference transcript, then target text
@@ -107,7 +106,6 @@ class Engine:
         session = Session(
             id=next(self._ids),
             params=params,
-            non_streaming=plan.non_streaming,
             prefix=prefix,
             template=template,
             text_ids=list(plan.ref_text_ids),

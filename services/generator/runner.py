@@ -55,7 +55,6 @@ class Stream:
         self._held: list = []  # text and close of a queued stream, replayed when it starts
         self.text_tokens = 0
         self.closed = False
-        self.frames = 0
         self.finish_reason: FinishReason | None = None
 
     def add_text(self, token_ids: list[int]) -> None:
@@ -178,7 +177,6 @@ class EngineRunner:
             self._activate(self._waiting.popleft())
 
     def _deliver(self, stream: Stream, frame: np.ndarray) -> None:
-        stream.frames += 1
         self.frames_total += 1
         self._frame_counter.add(1)
         stream._queue.put_nowait(frame)

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench-model reference-env clean
+.PHONY: setup demo test test-fast bench-model reference-env protos check-protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,16 @@ reference-env:
 demo: $(STAMP)
 	$(PY) -m services.generator.demo --out out.wav
 
-test: $(STAMP) reference-env
+# Regenerate the Python stubs in gen/python from protos/ (commit the result).
+protos: $(STAMP)
+	$(PY) -m tools.protos
+
+# buf lint, buf breaking against the previous commit, and stale-stub detection.
+check-protos: $(STAMP)
+	$(PY) -m tools.protos --lint
+	$(PY) -m tools.protos --check
+
+test: $(STAMP) reference-env check-protos
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -28,7 +28,8 @@ DOMAIN is "qwentts.v1", the package of the public API: it is the name clients al
 are unique within it, and the internal services use the same domain so that the gateway can
 forward their errors without rewriting them. A future incompatible API version gets a new domain.
 
-Client side, `error_details(rpc_error)` returns (code, ErrorInfo | None, BadRequest | None).
+Client side, `error_details(rpc_error)` returns (code, ErrorInfo | None, BadRequest | None), and
+`from_rpc_error(rpc_error)` turns a failed downstream call into the ServiceError to pass upstream.
 """
 
 from __future__ import annotations
@@ -321,3 +322,32 @@ def error_details(
                 bad_request = error_details_pb2.BadRequest()
                 detail.Unpack(bad_request)
     return code, info, bad_request
+
+
+_BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, Aborted,
+                                      ResourceExhausted, Unavailable, DeadlineExceeded, Unauthenticated,
+                                      PermissionDenied)}
+
+
+def from_rpc_error(rpc_error: grpc.RpcError, what: str, fields: Mapping[str, str] | None = None) -> ServiceError:
+    """A failed downstream call as the error to give our own caller: the same code, reason and
+    message, with BadRequest field paths renamed by `fields` (downstream path -> ours; a
+    downstream path not listed is kept). `what` names the downstream ("the generator") in
+    messages about failures that carry no rich status (connection refused, ...). Codes that
+    would blame our caller for our own fault (UNIMPLEMENTED, UNKNOWN, ...) become INTERNAL."""
+    code, info, bad_request = error_details(rpc_error)
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        logger.error("%s failed: %s %s", what, code.name, rpc_error.details())
+        return Internal()
+    reason = info.reason if info is not None and info.domain == DOMAIN else None
+    message = rpc_error.details() or code.name
+    if reason is None:  # a transport failure, not an answer from our service
+        message = f"{what}: {message}"
+    metadata = dict(info.metadata) if reason is not None else None
+    if cls is InvalidArgument:
+        renamed = {} if fields is None else fields
+        violations = [(renamed.get(v.field, v.field), v.description)
+                      for v in (bad_request.field_violations if bad_request else ())]
+        return InvalidArgument(message, violations, reason=reason, metadata=metadata)
+    return cls(message, reason=reason, metadata=metadata)

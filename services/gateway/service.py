@@ -1,0 +1,307 @@
+"""The public TextToSpeechService: validates, routes, and pipes generator -> codec -> client.
+
+One request is one `Synthesis`: a bidirectional Generate call to the routed generator pool
+(config, then text as it arrives), a bidirectional StreamDecode call to the codec (frames in
+chunks of the chunk schedule), and the encoded audio out to the client. The gateway holds no
+model: it owns the request's lifecycle. Its deadline is passed to both downstream calls; if the
+client cancels, both are cancelled, which frees the generator slot at once. Downstream errors
+reach the client with their code, reason and message (fields renamed to the public API's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from qwentts.codec.v1 import codec_pb2, codec_pb2_grpc
+from qwentts.generator.v1 import generator_pb2
+from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
+from shared.client import open_channel
+from shared.config import ConfigError, Problem, env
+from shared.errors import InvalidArgument, ServiceError, from_rpc_error
+from shared.frames import array_to_frames, frames_to_array
+from shared.service import ProcessConfig, Registration
+
+from .audio_out import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, MODEL_SAMPLE_RATE, AudioWriter
+from .routing import Pool, Router, read_routes
+
+log = logging.getLogger(__name__)
+
+FRAME_RATE = 12.5  # codec frames per second of audio
+
+FINISH_REASONS = {
+    generator_pb2.FINISH_REASON_END_OF_SPEECH: tts_pb2.FINISH_REASON_END_OF_SPEECH,
+    generator_pb2.FINISH_REASON_MAX_LENGTH: tts_pb2.FINISH_REASON_MAX_LENGTH,
+    generator_pb2.FINISH_REASON_FRAME_BUDGET: tts_pb2.FINISH_REASON_FRAME_BUDGET,
+}
+
+
+@dataclass(frozen=True)
+class GatewayConfig(ProcessConfig):
+    host: str = env("GATEWAY_HOST", default="127.0.0.1")
+    port: int = env("GATEWAY_PORT", default=50051, min=0, max=65535)
+    codec_address: str = env("GATEWAY_CODEC_ADDRESS", default="127.0.0.1:50052")
+    routes_file: Path = env("GATEWAY_ROUTES_FILE")
+    # Frames per audio chunk: the first chunk is small so audio starts early, later ones larger
+    # (fewer, cheaper codec calls); the last number repeats.
+    chunk_schedule: tuple[str, ...] = env("GATEWAY_CHUNK_SCHEDULE", default=("1", "2", "4", "8"))
+    max_text_chars: int = env("GATEWAY_MAX_TEXT_CHARS", default=10_000, min=1)
+    max_audio_seconds: float = env("GATEWAY_MAX_AUDIO_SECONDS", default=300.0, min=1)
+    # How long to wait at start for every generator pool to answer DescribeModel.
+    discovery_timeout_seconds: float = env("GATEWAY_DISCOVERY_TIMEOUT_SECONDS", default=120.0, min=1)
+
+    def __post_init__(self):
+        if not all(item.isdigit() and int(item) > 0 for item in self.chunk_schedule):
+            raise ConfigError(type(self).__name__, [Problem(
+                "GATEWAY_CHUNK_SCHEDULE", ",".join(self.chunk_schedule), "comma-separated positive integers")])
+
+    @property
+    def chunk_frames(self) -> list[int]:
+        return [int(item) for item in self.chunk_schedule]
+
+
+# Generator field paths -> public ones, for errors the generator reports about the config.
+GENERATOR_FIELDS = {
+    "config.speaker": "config.voice.preset_speaker",
+    "config.cloned_voice": "config.voice.voice_id",
+    "config.max_frames": "config.max_audio_seconds",
+    "text": "text",
+}
+
+
+class Synthesis:
+    """One request through the cluster; `run(texts)` yields ("audio" | "progress" | "summary", message)."""
+
+    def __init__(self, gateway: "TextToSpeechServicer", config: tts_pb2.SynthesisConfig, *,
+                 non_streaming: bool, context: grpc.aio.ServicerContext):
+        self.gateway = gateway
+        self.config = config
+        self.pool: Pool = gateway.router.route(config)
+        self.generate_config = gateway.generate_config(config, non_streaming)
+        fmt = config.output_format
+        self.writer = AudioWriter(fmt.encoding, fmt.sample_rate_hz)
+        self.context = context
+        self.characters_received = 0
+        self.characters_consumed = 0
+        self.frames = 0
+        self._input_error: ServiceError | None = None
+        self._generate = None
+
+    async def _generate_requests(self, texts: AsyncIterator[tuple[str, bool]]):
+        yield generator_pb2.GenerateRequest(config=self.generate_config)
+        try:
+            async for text, flush in texts:
+                self.characters_received += len(text)
+                yield generator_pb2.GenerateRequest(text=generator_pb2.TextChunk(text=text, flush=flush))
+        except ServiceError as error:  # bad client input: end the call, report it as this RPC's error
+            self._input_error = error
+            self._generate.cancel()
+
+    async def run(self, texts: AsyncIterator[tuple[str, bool]]):
+        timeout = self.context.time_remaining()  # None without a deadline
+        self._generate = self.pool.stub.Generate(self._generate_requests(texts), timeout=timeout)
+        to_codec: asyncio.Queue = asyncio.Queue()
+
+        async def decode_requests():
+            while (frames := await to_codec.get()) is not None:
+                yield codec_pb2.StreamDecodeRequest(frames=array_to_frames(frames))
+
+        decode = self.gateway.codec.StreamDecode(decode_requests(), timeout=timeout)
+        decoded = decode.__aiter__()
+        schedule = self.gateway.config.chunk_frames
+        pending: list[np.ndarray] = []
+        chunks = 0
+        finish = tts_pb2.FINISH_REASON_UNSPECIFIED
+
+        async def audio_chunk(frames: np.ndarray) -> tts_pb2.AudioChunk:
+            nonlocal chunks
+            to_codec.put_nowait(frames)
+            try:
+                response = await decoded.__anext__()
+            except grpc.aio.AioRpcError as error:
+                raise from_rpc_error(error, "the codec") from None
+            start = self.writer.samples_written
+            data = self.writer.write(np.frombuffer(response.audio.samples_f32le, dtype="<f4"))
+            chunk = self._chunk(data, chunks, start)
+            chunks += 1
+            return chunk
+
+        try:
+            async for response in self._generate:
+                if response.frames.num_frames:
+                    pending.append(frames_to_array(response.frames))
+                    self.frames += response.frames.num_frames
+                if response.characters_consumed > self.characters_consumed:
+                    self.characters_consumed = response.characters_consumed
+                    yield "progress", tts_pb2.TextProgress(characters_consumed=self.characters_consumed,
+                                                           characters_received=self.characters_received)
+                while pending and sum(map(len, pending)) >= schedule[min(chunks, len(schedule) - 1)]:
+                    frames = np.concatenate(pending)
+                    size = schedule[min(chunks, len(schedule) - 1)]
+                    pending = [frames[size:]] if len(frames) > size else []
+                    yield "audio", await audio_chunk(frames[:size])
+                if response.finish_reason:
+                    finish = FINISH_REASONS.get(response.finish_reason, tts_pb2.FINISH_REASON_UNSPECIFIED)
+            if pending:
+                yield "audio", await audio_chunk(np.concatenate(pending))
+            to_codec.put_nowait(None)
+            start = self.writer.samples_written
+            tail = self.writer.finish()
+            if tail:
+                yield "audio", self._chunk(tail, chunks, start)
+            yield "summary", self._summary(finish)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error, "the generator", GENERATOR_FIELDS) from None
+        except asyncio.CancelledError:
+            if self._input_error is not None:  # we cancelled the generator call ourselves
+                raise self._input_error from None
+            raise
+        finally:
+            self._generate.cancel()  # no-ops once the calls are done
+            decode.cancel()
+
+    def _chunk(self, data: bytes, sequence: int, start_sample: int) -> tts_pb2.AudioChunk:
+        rate = self.writer.sample_rate
+        return tts_pb2.AudioChunk(audio=data, sequence=sequence, start_seconds=start_sample / rate,
+                                  duration_seconds=(self.writer.samples_written - start_sample) / rate)
+
+    def _summary(self, finish: int) -> tts_pb2.SynthesisSummary:
+        usage = tts_pb2.Usage(input_characters=self.characters_received, audio_frames=self.frames,
+                              audio_seconds=self.frames / FRAME_RATE)
+        fmt = audio_pb2.AudioFormat(encoding=self.writer.encoding, sample_rate_hz=self.writer.sample_rate)
+        return tts_pb2.SynthesisSummary(finish_reason=finish, usage=usage, model=self.pool.model.name,
+                                        output_format=fmt)
+
+
+class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
+    def __init__(self, config: GatewayConfig, router: Router, codec: codec_pb2_grpc.CodecServiceStub):
+        self.config = config
+        self.router = router
+        self.codec = codec
+
+    # ----- validation -----
+
+    def check_config(self, config: tts_pb2.SynthesisConfig, field: str = "config") -> None:
+        violations = []
+        fmt = config.output_format
+        if fmt.encoding not in audio_pb2.AudioEncoding.values():
+            violations.append((f"{field}.output_format.encoding", f"unknown encoding {fmt.encoding}"))
+        rate = fmt.sample_rate_hz
+        if rate and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            violations.append((f"{field}.output_format.sample_rate_hz",
+                               f"{rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} (0 means 24000)"))
+        if not (math.isfinite(config.max_audio_seconds) and config.max_audio_seconds >= 0):
+            violations.append((f"{field}.max_audio_seconds", "must be a number >= 0 (0 means the server's limit)"))
+        if config.predictor_sampling.HasField("repetition_penalty"):
+            violations.append((f"{field}.predictor_sampling.repetition_penalty",
+                               "the code predictor has no repetition penalty"))
+        if violations:
+            raise InvalidArgument("invalid synthesis config: " + "; ".join(f"{f}: {d}" for f, d in violations),
+                                  violations, reason="INVALID_CONFIG")
+
+    def check_text(self, text: str, field: str) -> None:
+        if len(text) > self.config.max_text_chars:
+            raise InvalidArgument(f"the text has {len(text)} characters; the limit is {self.config.max_text_chars}",
+                                  [(field, "too long")], reason="TEXT_TOO_LONG")
+
+    @staticmethod
+    def empty_text(field: str) -> InvalidArgument:
+        return InvalidArgument("there is no text to speak", [(field, "empty")], reason="EMPTY_TEXT")
+
+    def generate_config(self, config: tts_pb2.SynthesisConfig, non_streaming: bool) -> generator_pb2.GenerateConfig:
+        voice = config.voice
+        limit = self.config.max_audio_seconds
+        seconds = min(config.max_audio_seconds or limit, limit)
+        # The public and internal sampling messages share field numbers: copy on the wire.
+        request = generator_pb2.GenerateConfig(
+            language=config.language or "auto",
+            speaker=voice.preset_speaker,
+            instruct=voice.design_description or config.instruct,
+            sampling=generator_pb2.Sampling.FromString(config.sampling.SerializeToString()),
+            predictor_sampling=generator_pb2.Sampling.FromString(config.predictor_sampling.SerializeToString()),
+            max_frames=max(1, math.ceil(seconds * FRAME_RATE)),
+            non_streaming=non_streaming,
+        )
+        if config.HasField("seed"):
+            request.seed = config.seed
+        return request
+
+    # ----- RPCs -----
+
+    async def _synthesis(self, request, context) -> Synthesis:
+        self.check_config(request.config)
+        if not request.text.strip():
+            raise self.empty_text("text")
+        self.check_text(request.text, "text")
+        # Text known up front: the prompt holds all of it (the reference's non-streaming mode).
+        return Synthesis(self, request.config, non_streaming=True, context=context)
+
+    async def Synthesize(self, request, context):
+        synthesis = await self._synthesis(request, context)
+        audio, summary = [], None
+        async for kind, message in synthesis.run(_once(request.text)):
+            if kind == "audio":
+                audio.append(message.audio)
+            elif kind == "summary":
+                summary = message
+        return tts_pb2.SynthesizeResponse(audio=synthesis.writer.whole_file(b"".join(audio)), summary=summary)
+
+    async def StreamSynthesize(self, request, context):
+        synthesis = await self._synthesis(request, context)
+        async for kind, message in synthesis.run(_once(request.text)):
+            yield tts_pb2.StreamSynthesizeResponse(**{kind: message})
+
+    async def StreamingSynthesize(self, request_iterator, context):
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("request") != "config":
+            raise InvalidArgument("the first message must carry the config (and no text)",
+                                  [("config", "required in the first message")], reason="CONFIG_REQUIRED")
+        self.check_config(first.config)
+        synthesis = Synthesis(self, first.config, non_streaming=False, context=context)
+        async for kind, message in synthesis.run(self._client_texts(request_iterator)):
+            yield tts_pb2.StreamingSynthesizeResponse(**{kind: message})
+
+    async def _client_texts(self, request_iterator):
+        """The text pieces of a bidirectional stream after its config, validated as they come."""
+        total, spoken = 0, False
+        async for request in request_iterator:
+            if request.WhichOneof("request") != "input":
+                raise InvalidArgument("only the first message may carry a config",
+                                      [("config", "sent again")], reason="CONFIG_ALREADY_SENT")
+            total += len(request.input.text)
+            if total > self.config.max_text_chars:
+                raise InvalidArgument(f"the stream's text exceeds {self.config.max_text_chars} characters",
+                                      [("input.text", "too long in total")], reason="TEXT_TOO_LONG")
+            spoken = spoken or bool(request.input.text.strip())
+            yield request.input.text, request.input.flush
+        if not spoken:
+            raise self.empty_text("input.text")
+
+    async def ListModels(self, request, context):
+        return tts_pb2.ListModelsResponse(models=[p.public_model(MODEL_SAMPLE_RATE) for p in self.router.pools])
+
+
+async def _once(text: str):
+    yield text, False
+
+
+@contextlib.asynccontextmanager
+async def build(config: GatewayConfig):
+    addresses = read_routes(config.routes_file)
+    router = await Router.connect(addresses, config.discovery_timeout_seconds)
+    codec_channel = open_channel(config.codec_address)
+    try:
+        codec = codec_pb2_grpc.CodecServiceStub(codec_channel)
+        yield [Registration(tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server,
+                            TextToSpeechServicer(config, router, codec), "qwentts.v1.TextToSpeechService")]
+    finally:
+        await codec_channel.close()
+        await router.close()

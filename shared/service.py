@@ -1,0 +1,87 @@
+"""The entry point every service process shares: `python -m services.<name>`.
+
+    @dataclass(frozen=True)
+    class CodecConfig(ProcessConfig):
+        host: str = env("CODEC_HOST", default="127.0.0.1")
+        port: int = env("CODEC_PORT", default=50052, min=0, max=65535)
+        ...
+
+    @contextlib.asynccontextmanager
+    async def build(config: CodecConfig):
+        tokenizer = await asyncio.to_thread(SpeechTokenizer.from_pretrained, ...)
+        yield [Registration(add_CodecServiceServicer_to_server, CodecServicer(tokenizer), NAME)]
+        # runs after the server has stopped: release what build() acquired
+
+    if __name__ == "__main__":
+        run_service("codec", CodecConfig, build)
+
+In order: the config is read from the environment (a bad one exits with status 2 and a message
+naming every bad variable), JSON logging and tracing are set up, `build` loads what the service
+needs, the server starts with tracing and error interceptors, and it serves until SIGTERM/SIGINT,
+then shuts down gracefully (see shared/server.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, AsyncContextManager, NamedTuple, TypeVar
+
+from .config import ConfigError, describe, env, load_config
+from .errors import ErrorInterceptor
+from .server import AddFn, GrpcServer
+from .telemetry import server_interceptors, setup_logging, setup_telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """Settings every service process takes; subclasses add `host`, `port` and their own."""
+
+    log_level: str = env("LOG_LEVEL", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    otlp_endpoint: str = env("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+    # In-flight RPCs get this long after SIGTERM (keep it under terminationGracePeriodSeconds).
+    grace_seconds: float = env("GRPC_GRACE_SECONDS", default=30.0, min=0)
+
+
+class Registration(NamedTuple):
+    add_fn: AddFn
+    servicer: Any
+    full_name: str
+
+
+C = TypeVar("C", bound=ProcessConfig)
+Build = Callable[[C], AsyncContextManager[list[Registration]]]
+
+
+async def serve(name: str, config: ProcessConfig, build: Build) -> None:
+    async with build(config) as registrations:
+        server = GrpcServer(
+            name,
+            host=config.host,
+            port=config.port,
+            # Tracing outermost so spans record the final status; errors innermost (errors.py).
+            interceptors=[*server_interceptors(), ErrorInterceptor()],
+            grace_seconds=config.grace_seconds,
+        )
+        for registration in registrations:
+            server.add_service(*registration)
+        await server.serve_until_signalled()
+
+
+def run_service(name: str, config_cls: type[C], build: Build) -> None:
+    try:
+        config = load_config(config_cls)
+    except ConfigError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(name, config.log_level)
+    setup_telemetry(name, otlp_endpoint=config.otlp_endpoint or None)
+    log.info("%s starting: %s", name, describe(config))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(name, config, build))

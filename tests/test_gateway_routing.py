@@ -1,0 +1,94 @@
+"""The gateway's routing: the routes file, and which pool a request's voice goes to."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwentts.generator.v1 import generator_pb2
+from qwentts.v1 import tts_pb2
+from services.gateway.routing import Pool, Router, read_routes
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+
+
+def _pool(name, model_type, speakers=(), instruct=False):
+    model = generator_pb2.DescribeModelResponse(
+        name=name, model_type=model_type, size="0.6B", languages=["english", "chinese"],
+        speakers=[generator_pb2.Speaker(name=s) for s in speakers], supports_instruct=instruct)
+    return Pool(address=f"{name}:1", channel=None, stub=None, model=model)
+
+
+ROUTER = Router([
+    _pool("cv-small", "custom_voice", ["Vivian", "Ryan"]),
+    _pool("cv-large", "custom_voice", ["Vivian", "Ryan", "Eric"], instruct=True),
+    _pool("design", "voice_design", instruct=True),
+    _pool("base", "base"),
+])
+
+
+def _config(**voice) -> tts_pb2.SynthesisConfig:
+    return tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(**voice))
+
+
+def test_routes_file(tmp_path):
+    path = tmp_path / "routes.toml"
+    path.write_text('[[generators]]\naddress = "a:1"\n\n[[generators]]\naddress = "dns:///b:2"\n')
+    assert read_routes(path) == ["a:1", "dns:///b:2"]
+    for text in ("", "[[generators]]\nport = 1\n", "not toml ["):
+        path.write_text(text)
+        with pytest.raises(ValueError, match="routes.toml"):
+            read_routes(path)
+
+
+def test_preset_speaker_goes_to_a_model_that_has_it():
+    assert ROUTER.route(_config(preset_speaker="vivian")).model.name == "cv-small"
+    assert ROUTER.route(_config(preset_speaker="Eric")).model.name == "cv-large"
+
+
+def test_instruct_picks_a_model_that_follows_it():
+    config = _config(preset_speaker="Ryan")
+    config.instruct = "whisper"
+    assert ROUTER.route(config).model.name == "cv-large"
+
+
+def test_design_goes_to_voice_design():
+    assert ROUTER.route(_config(design_description="a deep calm voice")).model.name == "design"
+
+
+def test_model_by_name():
+    config = _config(preset_speaker="Vivian")
+    config.model = "cv-large"
+    assert ROUTER.route(config).model.name == "cv-large"
+
+
+@pytest.mark.parametrize("config, error, reason", [
+    (_config(), InvalidArgument, "VOICE_REQUIRED"),
+    (_config(preset_speaker="nobody"), InvalidArgument, "UNKNOWN_SPEAKER"),
+    (_config(voice_id="v1"), FailedPrecondition, "VOICE_CATALOGUE_UNAVAILABLE"),
+    (tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), model="nope"),
+     NotFound, "MODEL_NOT_FOUND"),
+    (tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), model="design"),
+     InvalidArgument, "MODEL_VOICE_MISMATCH"),
+    (tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(design_description="x"), instruct="y"),
+     InvalidArgument, "INSTRUCT_NOT_SUPPORTED"),
+])
+def test_refusals(config, error, reason):
+    with pytest.raises(error) as raised:
+        ROUTER.route(config)
+    assert raised.value.reason == reason
+
+
+def test_instruct_without_a_following_model_is_refused():
+    router = Router([_pool("cv-small", "custom_voice", ["Vivian"])])
+    config = _config(preset_speaker="Vivian")
+    config.instruct = "whisper"
+    with pytest.raises(InvalidArgument) as raised:
+        router.route(config)
+    assert raised.value.reason == "INSTRUCT_NOT_SUPPORTED"
+    assert raised.value.violations[0][0] == "config.instruct"
+
+
+def test_no_model_of_the_kind():
+    router = Router([_pool("base", "base")])
+    with pytest.raises(FailedPrecondition) as raised:
+        router.route(_config(preset_speaker="Vivian"))
+    assert raised.value.reason == "NO_MODEL_FOR_VOICE"

@@ -16,7 +16,7 @@
         run_service("codec", CodecConfig, build)
 
 In order: the config is read from the environment (a bad one exits with status 2 and a message
-naming every bad variable), JSON logging and tracing are set up, `build` loads what the service
+naming every bad variable; so does a checkpoint or file that `build` finds unusable), JSON logging and tracing are set up, `build` loads what the service
 needs, the server starts with tracing and error interceptors, and it serves until SIGTERM/SIGINT,
 then shuts down gracefully (see shared/server.py).
 """
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, AsyncContextManager, NamedTuple, TypeVar
 
+from .checkpoint import CheckpointError
 from .config import ConfigError, describe, env, load_config
 from .errors import ErrorInterceptor
 from .server import AddFn, GrpcServer
@@ -83,5 +84,9 @@ def run_service(name: str, config_cls: type[C], build: Build) -> None:
     setup_logging(name, config.log_level)
     setup_telemetry(name, otlp_endpoint=config.otlp_endpoint or None)
     log.info("%s starting: %s", name, describe(config))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(name, config, build))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(name, config, build))
+    except (ConfigError, CheckpointError) as error:  # found while loading: the operator's to fix
+        log.error("%s cannot start: %s", name, error)
+        raise SystemExit(2) from None

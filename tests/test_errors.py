@@ -300,3 +300,28 @@ def test_to_rpc_status_without_a_server():
     assert status.code == grpc.StatusCode.INVALID_ARGUMENT and status.details == "bad"
     [(key, _)] = status.trailing_metadata
     assert key == "grpc-status-details-bin"
+
+
+@pytest.mark.asyncio
+async def test_from_rpc_error_forwards_reason_and_renames_fields(served):
+    from shared.errors import from_rpc_error
+
+    channel, _ = served
+    error = from_rpc_error(await call_failing(channel, b"invalid"), "the backend",
+                           {"config.language": "config.voice.language"})
+    assert isinstance(error, InvalidArgument)
+    assert (error.reason, error.message, error.metadata) == ("INVALID_ARGUMENT", "text must not be empty",
+                                                           {"maxChars": "4096"})
+    assert [f for f, _ in error.violations] == ["input.text", "config.voice.language"]
+
+
+@pytest.mark.asyncio
+async def test_from_rpc_error_on_a_transport_failure_names_the_downstream():
+    from shared.errors import Unavailable, from_rpc_error
+
+    async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:  # nothing listens on port 1
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await channel.unary_unary("/x.Y/Z")(b"", timeout=5)
+    error = from_rpc_error(info.value, "the codec")
+    assert isinstance(error, Unavailable) and error.reason == "UNAVAILABLE"
+    assert error.message.startswith("the codec: ")

@@ -7,6 +7,7 @@ import pytest
 from qwentts.generator.v1 import generator_pb2
 from qwentts.v1 import tts_pb2
 from services.gateway.routing import Pool, Router, read_routes
+from shared.config import ConfigError
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
@@ -35,7 +36,7 @@ def test_routes_file(tmp_path):
     assert read_routes(path) == ["a:1", "dns:///b:2"]
     for text in ("", "[[generators]]\nport = 1\n", "not toml ["):
         path.write_text(text)
-        with pytest.raises(ValueError, match="routes.toml"):
+        with pytest.raises(ConfigError, match="GATEWAY_ROUTES_FILE"):
             read_routes(path)
 
 

@@ -27,6 +27,7 @@ import grpc
 from qwentts.generator.v1 import generator_pb2, generator_pb2_grpc
 from qwentts.v1 import tts_pb2
 from shared.client import open_channel
+from shared.config import ConfigError, Problem
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,23 @@ MODEL_KINDS = {
 
 
 def read_routes(path: Path) -> list[str]:
-    """The generator addresses of a routes file; ValueError naming the file on any fault."""
+    """The generator addresses of the routes file (GATEWAY_ROUTES_FILE); ConfigError on any fault."""
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError("routes file", [Problem("GATEWAY_ROUTES_FILE", str(path), expected)])
+
     try:
         routes = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ValueError(f"routes file {path}: {error}") from None
+        raise bad(f"a readable TOML file ({error})") from None
     generators = routes.get("generators")
     if not isinstance(generators, list) or not generators:
-        raise ValueError(f"routes file {path}: no [[generators]] tables")
+        raise bad("[[generators]] tables")
     addresses = []
     for i, entry in enumerate(generators):
         address = entry.get("address") if isinstance(entry, dict) else None
         if not isinstance(address, str) or not address:
-            raise ValueError(f"routes file {path}: generators[{i}] needs an address = \"host:port\"")
+            raise bad(f'generators[{i}] to have an address = "host:port"')
         addresses.append(address)
     return addresses
 

@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NODE_STAMP := clients/node/node_modules/.package-lock.json
 
-.PHONY: setup demo test test-fast bench-model reference-env protos check-protos clean
+.PHONY: setup demo run node-deps test test-fast bench-model reference-env protos check-protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned resolve pulls a CUDA build and several GB.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,run]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -21,6 +22,16 @@ reference-env:
 demo: $(STAMP)
 	$(PY) -m services.generator.demo --out out.wav
 
+# The whole cluster on this machine (Redis, codec, generators, gateway) until Ctrl-C; docs/local.md.
+run: $(STAMP)
+	$(PY) -m deploy.local
+
+# The Node.js client's packages (clients/node), as pinned in its package-lock.json.
+node-deps: $(NODE_STAMP)
+
+$(NODE_STAMP): clients/node/package-lock.json
+	cd clients/node && npm ci --no-audit --no-fund
+
 # Regenerate the Python stubs in gen/python from protos/ (commit the result).
 protos: $(STAMP)
 	$(PY) -m tools.protos
@@ -30,7 +41,7 @@ check-protos: $(STAMP)
 	$(PY) -m tools.protos --lint
 	$(PY) -m tools.protos --check
 
-test: $(STAMP) reference-env check-protos
+test: $(STAMP) reference-env check-protos node-deps
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -227,7 +227,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             instruct=voice.design_description or config.instruct,
             sampling=generator_pb2.Sampling.FromString(config.sampling.SerializeToString()),
             predictor_sampling=generator_pb2.Sampling.FromString(config.predictor_sampling.SerializeToString()),
-            max_frames=max(1, math.ceil(seconds * FRAME_RATE)),
+            # Rounded first: the float32 on the wire makes 0.8 s 10.0000001 frames, not 10.
+            max_frames=max(1, math.ceil(round(seconds * FRAME_RATE, 3))),
             non_streaming=non_streaming,
         )
         if config.HasField("seed"):

@@ -1,0 +1,154 @@
+"""Cluster benchmark (`make bench`): time to first audio through the gateway vs in-process.
+
+For each concurrency (default 1, 4, 16 streams started together) it measures, per stream, the
+time from the request to its first audio chunk (one frame, 80 ms, decoded), and the aggregate
+x-real-time (seconds of audio produced per second of wall time, all streams together):
+
+- in-process: an EngineRunner and codec streams in this process, no gRPC (the floor);
+- cluster: the same model served by `deploy.local.LocalCluster` (codec, generator and gateway
+  processes on loopback), called with StreamSynthesize.
+
+Both decode in the gateway's default chunk schedule (1, 2, 4, 8 frames) and use greedy decoding
+with all text known up front. Prints the numbers and writes them to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+
+import grpc
+import numpy as np
+
+from bench.bench_model import TEXT, checkpoint
+from bench.report import machine, write_section
+from deploy.local import LocalCluster
+from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
+from services.generator.prompts import plan_prompt
+from services.generator.runner import EngineRunner, RunnerLimits
+from services.generator.tts import Qwen3TTS
+from shared.tiny_checkpoints import default_checkpoint
+
+SCHEDULE = (1, 2, 4, 8)
+FRAME_SECONDS = 0.08
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+async def in_process_round(tts: Qwen3TTS, runner: EngineRunner, streams: int, frames: int):
+    params = tts.sampling(do_sample=False, subtalker_do_sample=False, max_new_tokens=frames)
+    ids = tts.tokenizer.target_ids(TEXT)
+
+    async def one():
+        start = time.perf_counter()
+        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
+        stream = await runner.open(plan, params)
+        stream.add_text(ids)
+        stream.close_text()
+        decoder = tts.codec.stream()
+        first, pending, chunks = None, [], 0
+        async for frame in stream:
+            pending.append(frame)
+            if len(pending) >= SCHEDULE[min(chunks, len(SCHEDULE) - 1)]:
+                await asyncio.to_thread(decoder.push, np.stack(pending))
+                pending, chunks = [], chunks + 1
+                first = first or time.perf_counter() - start
+        if pending:
+            await asyncio.to_thread(decoder.push, np.stack(pending))
+        return first
+
+    start = time.perf_counter()
+    firsts = await asyncio.gather(*(one() for _ in range(streams)))
+    return firsts, time.perf_counter() - start
+
+
+async def cluster_round(address: str, streams: int, frames: int):
+    config = tts_pb2.SynthesisConfig(
+        voice=tts_pb2.VoiceSelection(preset_speaker="vivian"), language="english",
+        sampling=tts_pb2.SamplingOptions(do_sample=False), predictor_sampling=tts_pb2.SamplingOptions(do_sample=False),
+        max_audio_seconds=frames * FRAME_SECONDS, output_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AUDIO_ENCODING_PCM16))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = tts_pb2_grpc.TextToSpeechServiceStub(channel)
+
+        async def one():
+            start = time.perf_counter()
+            first = None
+            async for message in stub.StreamSynthesize(tts_pb2.StreamSynthesizeRequest(config=config, text=TEXT)):
+                if message.HasField("audio") and first is None:
+                    first = time.perf_counter() - start
+            return first
+
+        start = time.perf_counter()
+        firsts = await asyncio.gather(*(one() for _ in range(streams)))
+        return firsts, time.perf_counter() - start
+
+
+def summarize(rounds, streams: int, frames: int) -> dict:
+    firsts = [f for firsts, _ in rounds for f in firsts]
+    wall = statistics.median(w for _, w in rounds)
+    return {"p50": percentile(firsts, 50) * 1000, "p95": percentile(firsts, 95) * 1000,
+            "xrt": streams * frames * FRAME_SECONDS / wall}
+
+
+async def measure_in_process(path, concurrency, frames, rounds) -> dict:
+    tts = Qwen3TTS.from_pretrained(path)
+    runner = EngineRunner(tts.new_engine(), RunnerLimits(max_active=max(concurrency), max_queued=0))
+    runner.start()
+    try:
+        await in_process_round(tts, runner, 1, 2)  # warm-up
+        return {n: summarize([await in_process_round(tts, runner, n, frames) for _ in range(rounds)], n, frames)
+                for n in concurrency}
+    finally:
+        await runner.stop()
+
+
+async def measure_cluster(address, concurrency, frames, rounds) -> dict:
+    await cluster_round(address, 1, 2)  # warm-up
+    return {n: summarize([await cluster_round(address, n, frames) for _ in range(rounds)], n, frames)
+            for n in concurrency}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", help="tiny (default) or 0.6b-full (real 0.6B shape)")
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--frames", type=int, default=12, help="frames per stream")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per concurrency (p50/p95 over all streams)")
+    args = parser.parse_args(argv)
+    concurrency = [int(n) for n in args.concurrency.split(",")]
+    path = default_checkpoint("custom_voice") if args.preset == "tiny" else checkpoint(args.preset)
+
+    local = asyncio.run(measure_in_process(path, concurrency, args.frames, args.rounds))
+    env = {"GENERATOR_MAX_ACTIVE": str(max(concurrency)), "LOG_LEVEL": "WARNING"}
+    with tempfile.TemporaryDirectory() as run_dir, LocalCluster(
+            models={"custom_voice": path}, ports="free", run_dir=run_dir, extra_env=env) as cluster:
+        served = asyncio.run(measure_cluster(cluster.gateway_address, concurrency, args.frames, args.rounds))
+
+    rows = ["| streams | in-process p50 / p95 ms | cluster p50 / p95 ms | added p50 ms | "
+            "in-process x-real-time | cluster x-real-time |", "|---|---|---|---|---|---|"]
+    for n in concurrency:
+        a, b = local[n], served[n]
+        rows.append(f"| {n} | {a['p50']:.1f} / {a['p95']:.1f} | {b['p50']:.1f} / {b['p95']:.1f} | "
+                    f"{b['p50'] - a['p50']:+.1f} | {a['xrt']:.2f} | {b['xrt']:.2f} |")
+    command = f"python -m bench.bench_cluster --preset {args.preset} --frames {args.frames} --rounds {args.rounds}"
+    body = "\n".join([
+        f"## Cluster: time to first audio, gateway vs in-process ({args.preset}, cpu)", "",
+        f"Machine: {machine()}. Command: `{command}`.",
+        f"Each stream: greedy CustomVoice, {args.frames} frames ({args.frames * FRAME_SECONDS:.2f} s of audio), "
+        f"text known up front, chunk schedule {', '.join(map(str, SCHEDULE))} frames. Time to first audio is from "
+        "the request to the first decoded chunk (one frame); p50/p95 over every stream of "
+        f"{args.rounds} rounds. x-real-time: audio seconds per wall second, all streams together. "
+        "In the cluster the generator, codec and gateway are separate processes sharing this "
+        "machine's cores with the client.", "", *rows])
+    print(body)
+    write_section(f"bench-cluster-cpu-{args.preset}", body)
+
+
+if __name__ == "__main__":
+    main()

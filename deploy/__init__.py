@@ -1,0 +1,1 @@
+"""Ways to deploy the cluster: `deploy.local` runs it on this machine."""

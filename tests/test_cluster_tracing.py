@@ -1,0 +1,83 @@
+"""One synthesis is one trace: every service exports OTLP to a receiver this test runs, and the
+spans of gateway, generator and codec for the request share one trace id."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from deploy.local import LocalCluster
+from qwentts.v1 import tts_pb2, tts_pb2_grpc
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver that keeps (service.name, span name, trace id) of each span."""
+
+    def __init__(self):
+        self.spans: list[tuple[str, str, bytes]] = []
+        self._lock = threading.Lock()
+
+    def Export(self, request, context):
+        with self._lock:
+            for resource_spans in request.resource_spans:
+                attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                service = attributes.get("service.name", "")
+                for scope_spans in resource_spans.scope_spans:
+                    self.spans.extend((service, s.name, s.trace_id) for s in scope_spans.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def snapshot(self):
+        with self._lock:
+            return list(self.spans)
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = Receiver()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, port
+    server.stop(grace=None)
+
+
+def test_one_synthesis_is_one_trace_across_services(receiver, tmp_path):
+    servicer, port = receiver
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    with LocalCluster(ports="free", run_dir=tmp_path, extra_env=env, models={"custom_voice": None}) as cluster:
+        with grpc.insecure_channel(cluster.gateway_address) as channel:
+            stub = tts_pb2_grpc.TextToSpeechServiceStub(channel)
+            config = tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"),
+                                             max_audio_seconds=0.4)
+            request = tts_pb2.StreamSynthesizeRequest(config=config, text="Traced.")
+            assert any(m.HasField("summary") for m in stub.StreamSynthesize(request, timeout=120))
+
+        def request_trace():
+            gateway = [s for s in servicer.snapshot()
+                       if s[0] == "gateway" and s[1].endswith("TextToSpeechService/StreamSynthesize")]
+            if not gateway:
+                return None
+            trace_id = gateway[0][2]
+            return {(service, name) for service, name, t in servicer.snapshot() if t == trace_id}
+
+        expected = {
+            ("gateway", "/qwentts.v1.TextToSpeechService/StreamSynthesize"),
+            ("gateway", "/qwentts.generator.v1.GeneratorService/Generate"),
+            ("gateway", "/qwentts.codec.v1.CodecService/StreamDecode"),
+            ("generator", "/qwentts.generator.v1.GeneratorService/Generate"),
+            ("codec", "/qwentts.codec.v1.CodecService/StreamDecode"),
+        }
+        for _ in range(100):  # exports are batched every 200 ms; allow up to 10 s
+            spans = request_trace()
+            if spans is not None and expected <= spans:
+                break
+            time.sleep(0.1)
+        assert spans is not None and expected <= spans, spans
+    # Health checks are never traced (probes would drown real traffic).
+    assert not [s for s in servicer.snapshot() if "Health" in s[1]]

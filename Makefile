@@ -20,7 +20,7 @@ reference-env:
 	bash tests/reference/setup_env.sh
 
 demo: $(STAMP)
-	$(PY) -m services.generator.demo --out out.wav
+	$(PY) -m deploy.demo --out out.wav
 
 # The whole cluster on this machine (Redis, codec, generators, gateway) until Ctrl-C; docs/local.md.
 run: $(STAMP)

@@ -153,6 +153,11 @@ class Synthesis:
             if pending:
                 yield "audio", await audio_chunk(np.concatenate(pending))
             to_codec.put_nowait(None)
+            try:
+                async for _ in decoded:  # wait for the codec's status (and let its span end)
+                    raise RuntimeError("the codec answered a decode request that was never sent")
+            except grpc.aio.AioRpcError as error:
+                raise from_rpc_error(error, "the codec") from None
             start = self.writer.samples_written
             tail = self.writer.finish()
             if tail:

@@ -2,9 +2,10 @@
 
 One engine thread steps every session together (continuous batching); the event loop never
 waits on a tensor op. Each request gets a `Stream`: token ids go in with `add_text` and
-`close_text`, frames come out of `async for frame in stream`, and `cancel()` frees the slot at
-once. Everything the event loop asks of the engine travels as a command that the engine thread
-applies between steps, in order, so the engine is only ever touched from one thread.
+`close_text`, frames come out of `async for frame in stream` (or `take_ready()`, without
+waiting), and `cancel()` frees the slot at once. Everything the event loop asks of the engine
+travels as a command that the engine thread applies between steps, in order, so the engine is
+only ever touched from one thread.
 
 Admission: at most `max_active` sessions run; up to `max_queued` more wait for a slot in arrival
 order; beyond that `open` raises ResourceExhausted. A runaway guard ends a session whose frames
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ from .engine import Engine, FinishReason
 from .prompts import PromptPlan
 from .sampling import SamplingParams
 
+log = logging.getLogger(__name__)
 meter = metrics.get_meter(__name__)
 
 
@@ -54,6 +57,8 @@ class Stream:
         self.started = False  # has a slot (its start command was sent)
         self._held: list = []  # text and close of a queued stream, replayed when it starts
         self.text_tokens = 0
+        # Target-text tokens the talker had read when the last frame taken was produced.
+        self.text_consumed = 0
         self.closed = False
         self.finish_reason: FinishReason | None = None
 
@@ -86,7 +91,22 @@ class Stream:
         if item is _END:
             self._queue.put_nowait(_END)  # iterating again stops again
             raise StopAsyncIteration
-        return item
+        return self._take(item)
+
+    def take_ready(self) -> list[np.ndarray]:
+        """The frames already produced and not yet taken, without waiting."""
+        frames = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is _END:
+                self._queue.put_nowait(_END)
+                break
+            frames.append(self._take(item))
+        return frames
+
+    def _take(self, item) -> np.ndarray:
+        frame, self.text_consumed = item
+        return frame
 
 
 class EngineRunner:
@@ -176,10 +196,10 @@ class EngineRunner:
         while self._waiting and len(self._active) < self.limits.max_active:
             self._activate(self._waiting.popleft())
 
-    def _deliver(self, stream: Stream, frame: np.ndarray) -> None:
+    def _deliver(self, stream: Stream, frame: np.ndarray, text_consumed: int) -> None:
         self.frames_total += 1
         self._frame_counter.add(1)
-        stream._queue.put_nowait(frame)
+        stream._queue.put_nowait((frame, text_consumed))
 
     def _command(self, stream: Stream, kind: str, payload=None) -> None:
         self._commands.append((stream, kind, payload))
@@ -204,7 +224,8 @@ class EngineRunner:
             for output in engine.step():
                 stream = self._streams[output.session.id]
                 if output.frame is not None:
-                    self._loop.call_soon_threadsafe(self._deliver, stream, output.frame.cpu().numpy())
+                    frame, consumed = output.frame.cpu().numpy(), output.session.text_consumed
+                    self._loop.call_soon_threadsafe(self._deliver, stream, frame, consumed)
                 if output.finished:
                     del self._streams[output.session.id]
                     self._loop.call_soon_threadsafe(self._finished, stream, output.session.finish_reason)
@@ -219,6 +240,7 @@ class EngineRunner:
                 try:
                     stream.session = session = engine.start(stream.plan, stream.params)
                 except Exception:  # validated on open; anything else must not stop the thread
+                    log.exception("the engine could not start a session; it ends cancelled")
                     self._loop.call_soon_threadsafe(self._finished, stream, FinishReason.CANCELLED)
                     continue
                 self._streams[session.id] = stream

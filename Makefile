@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := clients/node/node_modules/.package-lock.json
 
-.PHONY: setup demo run node-deps test test-fast bench-model reference-env protos check-protos clean
+.PHONY: setup demo run node-deps test test-fast bench bench-model reference-env protos check-protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ test: $(STAMP) reference-env check-protos node-deps
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# Time to first audio through the cluster vs in-process, tiny and real-shape 0.6B (CPU, minutes).
+bench: $(STAMP)
+	$(PY) -m bench.bench_cluster --preset tiny --frames 12
+	$(PY) -m bench.bench_cluster --preset 0.6b-full --frames 6 --rounds 2
 
 bench-model: $(STAMP) reference-env
 	$(PY) -m bench.bench_model

@@ -8,6 +8,10 @@ spans around business steps)::
     server = GrpcServer("codec", interceptors=server_interceptors())
     channel = grpc.aio.insecure_channel(addr, interceptors=client_interceptors())
 
+Metrics (the generator's active/queued streams and frames, the codec's open streams) go through
+the same endpoint as OTLP metrics, exported every ``OTEL_METRIC_EXPORT_INTERVAL`` ms (SDK
+default 60 s); the Kubernetes autoscaler reads them from the collector.
+
 Traces cross process boundaries as W3C ``traceparent`` metadata, injected by the client
 interceptors and extracted by the server interceptor, so one request is one trace across the
 gateway, generator, codec and registry.
@@ -26,7 +30,7 @@ import logging
 import sys
 from typing import IO, Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.instrumentation.grpc import (
     aio_client_interceptors,
@@ -35,6 +39,8 @@ from opentelemetry.instrumentation.grpc import (
 )
 from opentelemetry.propagate import set_global_textmap
 from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -67,6 +73,7 @@ def setup_telemetry(
     otlp_endpoint: str | None = None,
     exporter: SpanExporter | None = None,
     span_processor: SpanProcessor | None = None,
+    metric_reader: MetricReader | None = None,
 ) -> TracerProvider:
     """Create the service's TracerProvider and make it (and W3C propagation) global.
 
@@ -77,21 +84,28 @@ def setup_telemetry(
     so spans are visible as soon as they end. With none of the three, spans are created (trace
     ids still propagate and appear in logs) but not exported.
 
+    Metrics: a MeterProvider with an OTLP metric exporter on the same endpoint (and
+    ``metric_reader``, for tests) becomes the global one, once per process like the tracer's.
+
     OpenTelemetry allows the global provider to be set only once per process. The first call
     sets it; later calls (several tests in one process) return a new, non-global provider, which
     callers hand to ``server_interceptors(tracer_provider=...)`` / ``client_interceptors(...)``.
     """
     global _global_provider
 
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    resource = Resource.create({SERVICE_NAME: service_name})
+    provider = TracerProvider(resource=resource)
+    readers = [metric_reader] if metric_reader is not None else []
     if otlp_endpoint:
-        # Imported lazily: the exporter pulls in its own gRPC client machinery.
+        # Imported lazily: the exporters pull in their own gRPC client machinery.
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         insecure = otlp_endpoint.startswith("http://")
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure))
         )
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=otlp_endpoint, insecure=insecure)))
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     if span_processor is not None:
@@ -103,6 +117,7 @@ def setup_telemetry(
     )
     if _global_provider is None:
         trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
         _global_provider = provider
     return provider
 

@@ -1,5 +1,6 @@
 """One synthesis is one trace: every service exports OTLP to a receiver this test runs, and the
-spans of gateway, generator and codec for the request share one trace id."""
+spans of gateway, generator and codec for the request share one trace id. The services' metrics
+(what autoscaling reads) reach the same receiver."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from concurrent import futures
 
 import grpc
 import pytest
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from deploy.local import LocalCluster
@@ -36,20 +38,37 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
             return list(self.spans)
 
 
+class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+    """An OTLP/gRPC metrics receiver that keeps the (service.name, metric name) pairs seen."""
+
+    def __init__(self):
+        self.names: set[tuple[str, str]] = set()
+
+    def Export(self, request, context):
+        for resource_metrics in request.resource_metrics:
+            attributes = {a.key: a.value.string_value for a in resource_metrics.resource.attributes}
+            for scope_metrics in resource_metrics.scope_metrics:
+                self.names.update((attributes.get("service.name", ""), m.name) for m in scope_metrics.metrics)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
 @pytest.fixture(scope="module")
 def receiver():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    servicer = Receiver()
+    servicer, metrics = Receiver(), MetricsReceiver()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(metrics, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    servicer.metrics = metrics
     yield servicer, port
     server.stop(grace=None)
 
 
 def test_one_synthesis_is_one_trace_across_services(receiver, tmp_path):
     servicer, port = receiver
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "200",
+           "OTEL_METRIC_EXPORT_INTERVAL": "300"}
     with LocalCluster(ports="free", run_dir=tmp_path, extra_env=env, models={"custom_voice": None}) as cluster:
         with grpc.insecure_channel(cluster.gateway_address) as channel:
             stub = tts_pb2_grpc.TextToSpeechServiceStub(channel)
@@ -79,5 +98,14 @@ def test_one_synthesis_is_one_trace_across_services(receiver, tmp_path):
                 break
             time.sleep(0.1)
         assert spans is not None and expected <= spans, spans
+
+        autoscaling = {("generator", "qwentts.generator.active_streams"),
+                       ("generator", "qwentts.generator.queued_streams"),
+                       ("generator", "qwentts.generator.frames"), ("codec", "qwentts.codec.open_streams")}
+        for _ in range(100):  # metrics are exported every 300 ms
+            if autoscaling <= servicer.metrics.names:
+                break
+            time.sleep(0.1)
+        assert autoscaling <= servicer.metrics.names, servicer.metrics.names
     # Health checks are never traced (probes would drown real traffic).
     assert not [s for s in servicer.snapshot() if "Health" in s[1]]

@@ -107,3 +107,16 @@ def test_leading_newlines_that_merge_with_the_template(tokenizer, tiny_custom_vo
         ids, stream = stream_ids(merging, pieces)
         assert ids == merging.target_ids(text)
         assert stream.characters_read(len(ids)) == len(text)
+
+
+def test_a_run_without_a_safe_cut_is_cut_at_the_pending_limit(tokenizer):
+    from services.generator.text_stream import MAX_PENDING_CHARS
+
+    stream = TextStream(tokenizer)
+    run = "语" * (MAX_PENDING_CHARS + 1)  # letters only: no pre-token boundary anywhere
+    ids = []
+    for char in run[:MAX_PENDING_CHARS]:
+        ids += stream.feed(char)
+    assert ids == []  # still waiting for a boundary
+    ids += stream.feed(run[MAX_PENDING_CHARS])
+    assert ids and stream.characters_read(len(ids)) == MAX_PENDING_CHARS + 1

@@ -18,7 +18,10 @@ boundary can be tokenized on its own, provided the boundary cannot move when mor
 
 The regex reads left to right with at most one character of lookahead, so these boundaries are
 final (tests/test_text_stream.py checks it over many random splits). Text without such a
-boundary, like Chinese or Japanese without punctuation, waits for one, for `flush()` or for the end.
+boundary, like Chinese or Japanese without punctuation, waits for one, for `flush()`, for the
+end, or until it is MAX_PENDING_CHARS long: then it is cut there (which bounds the rescans of
+such a run, quadratic otherwise, and the wait for audio; the tokens at that cut may differ from
+those of the whole text).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import itertools
 import unicodedata
 
 from .prompts import TextTokenizer
+
+MAX_PENDING_CHARS = 1000
 
 
 class TextStream:
@@ -53,11 +58,11 @@ class TextStream:
         extends_word = text.isalpha() and self._pending[-1:].isalpha()
         self._pending += text
         self.received += len(text)
-        if flush:
+        if flush or len(self._pending) > MAX_PENDING_CHARS:
             return self.flush()
         if extends_word:
             # Letters after a letter only grow the last pre-token (a contraction's end aside,
-            # which then just waits). Skipping the scan keeps long unpunctuated Chinese linear.
+            # which then just waits). Skipping the scan keeps long unpunctuated Chinese cheap.
             return []
         return self._tokenize(self._stable_length())
 

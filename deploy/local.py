@@ -1,4 +1,5 @@
-"""The whole cluster on this machine: Redis, the codec, one generator per model kind, the gateway.
+"""The whole cluster on this machine: Redis, the voice registry, the codec, one generator per model
+kind, the gateway.
 
     python -m deploy.local          # or `make run`; Ctrl-C stops everything
 
@@ -10,9 +11,9 @@ QWENTTS_MODEL_CUSTOM_VOICE, QWENTTS_MODEL_VOICE_DESIGN) name other checkpoint di
 process inherits this environment (so LOG_LEVEL and OTEL_EXPORTER_OTLP_ENDPOINT pass through), plus
 `extra_env`, and writes its output to <run_dir>/logs/<name>.log (default run_dir: var/run).
 
-Redis, the codec and the generators start together (loading a model takes seconds), the gateway
-once they are up, since it asks the generators for their models. start() returns when every gRPC
-health check says SERVING and Redis answers PING. stop() goes in reverse order: SIGTERM, then
+Redis, the registry, the codec and the generators start together (loading a model takes seconds),
+the gateway once they are up, since it asks the generators for their models. start() returns when
+every gRPC health check says SERVING and Redis answers PING. stop() goes in reverse order: SIGTERM, then
 SIGKILL after `stop_timeout` seconds.
 """
 
@@ -43,6 +44,7 @@ DEFAULT_PORTS = {
     "base": 50053,
     "custom_voice": 50054,
     "voice_design": 50055,
+    "registry": 50056,
     "redis": 6390,
 }
 # Short, so that Ctrl-C is quick; set GRPC_GRACE_SECONDS (or extra_env) to change it.
@@ -177,8 +179,8 @@ class _Process:
 
 class LocalCluster:
     """See the module docstring. Addresses are "127.0.0.1:<port>" and are set by start():
-    gateway_address, codec_address, generator_addresses[kind], redis_port, plus models
-    ({kind: checkpoint}), pids ({process name: pid}), log_dir and routes_file."""
+    gateway_address, codec_address, generator_addresses[kind], registry_address, redis_port, plus
+    models ({kind: checkpoint}), pids ({process name: pid}), log_dir and routes_file."""
 
     def __init__(self, *, models: Mapping[str, str | os.PathLike | None] | None = None,
                  ports: str | Mapping[str, int] = "default", run_dir: str | os.PathLike | None = None,
@@ -222,6 +224,7 @@ class LocalCluster:
         ports = pick_ports(self._ports_arg)
         self.redis_port = ports["redis"]
         self.codec_address = f"{HOST}:{ports['codec']}"
+        self.registry_address = f"{HOST}:{ports['registry']}"
         self.generator_addresses = {kind: f"{HOST}:{ports[kind]}" for kind in self.models}
         self.gateway_address = f"{HOST}:{ports['gateway']}"
         redis_dir = self.run_dir / "redis"
@@ -233,6 +236,8 @@ class LocalCluster:
                     [redis_server_binary(), "--port", port, "--bind", HOST, "--dir", str(redis_dir),
                      "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
                     {}, ready=lambda: redis_answers(self.redis_port))
+        self._spawn_service("registry", "registry", self.registry_address,
+                            REGISTRY_REDIS_URL=f"redis://{HOST}:{port}/0")
         # All the models share one codec; take it from the CustomVoice checkpoint when there is one.
         codec_checkpoint = self.models.get("custom_voice") or next(iter(self.models.values()))
         self._spawn_service("codec", "codec", self.codec_address, CODEC_CHECKPOINT=str(codec_checkpoint))
@@ -244,7 +249,8 @@ class LocalCluster:
         self.routes_file.write_text("".join(
             f'[[generators]]\naddress = "{address}"\n\n' for address in self.generator_addresses.values()))
         self._spawn_service("gateway", "gateway", self.gateway_address,
-                            GATEWAY_CODEC_ADDRESS=self.codec_address, GATEWAY_ROUTES_FILE=str(self.routes_file))
+                            GATEWAY_CODEC_ADDRESS=self.codec_address, GATEWAY_ROUTES_FILE=str(self.routes_file),
+                            GATEWAY_REGISTRY_ADDRESS=self.registry_address)
         self._wait_ready(deadline)
 
     def _spawn_service(self, name: str, service: str, address: str, **env: str) -> None:

@@ -129,7 +129,7 @@ def test_cli_stream_stdin_speaks_each_line(cluster, tmp_path):
 
 def test_stop_leaves_no_process_behind(cluster):  # keep last: it stops the module's cluster
     pids = cluster.pids
-    assert set(pids) == {"redis", "codec", "gateway", *(f"generator-{kind}" for kind in KINDS)}
+    assert set(pids) == {"redis", "registry", "codec", "gateway", *(f"generator-{kind}" for kind in KINDS)}
     cluster.stop()
     assert [name for name, pid in pids.items() if alive(pid)] == []
     assert not redis_answers(cluster.redis_port)

@@ -65,9 +65,9 @@ async def gateway(cluster):
 
 
 def config(speaker="Vivian", fmt=F32, **fields) -> tts_pb2.SynthesisConfig:
-    fields.setdefault("max_audio_seconds", FRAMES / 12.5)
+    fields = {"max_audio_seconds": FRAMES / 12.5, "sampling": GREEDY, "predictor_sampling": GREEDY, **fields}
     return tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker=speaker), output_format=fmt,
-                                   sampling=GREEDY, predictor_sampling=GREEDY, **fields)
+                                   **fields)
 
 
 def f32(data: bytes) -> np.ndarray:
@@ -289,8 +289,10 @@ async def test_bad_inputs(cluster, gateway):
         (unary(gateway, config={"speaker": "nobody"}), INVALID, "UNKNOWN_SPEAKER", "config.voice.preset_speaker"),
         (lambda: gateway.Synthesize(tts_pb2.SynthesizeRequest(
             config=tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(voice_id="v-123")), text="Hi."), timeout=60),
-         grpc.StatusCode.FAILED_PRECONDITION, "VOICE_CATALOGUE_UNAVAILABLE", None),
-        (unary(gateway, language="klingon"), INVALID, None, "config.language"),
+         grpc.StatusCode.NOT_FOUND, "VOICE_NOT_FOUND", None),
+        (unary(gateway, language="klingon"), INVALID, "UNSUPPORTED_LANGUAGE", "config.language"),
+        (unary(gateway, config={"sampling": tts_pb2.SamplingOptions(top_p=0)}), INVALID, "INVALID_CONFIG",
+         "config.sampling.top_p"),
         (unary(gateway, instruct="whisper"), INVALID, "INSTRUCT_NOT_SUPPORTED", "config.instruct"),
         (unary(gateway, config={"fmt": audio_pb2.AudioFormat(sample_rate_hz=1000)}), INVALID, "INVALID_CONFIG",
          "config.output_format.sample_rate_hz"),

@@ -6,7 +6,7 @@ import pytest
 
 from qwentts.generator.v1 import generator_pb2
 from qwentts.v1 import tts_pb2
-from services.gateway.routing import Pool, Router, read_routes
+from services.gateway.routing import Pool, Router, parse_preset_voice_id, preset_as_speaker, read_routes
 from shared.config import ConfigError
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -55,6 +55,20 @@ def test_design_goes_to_voice_design():
     assert ROUTER.route(_config(design_description="a deep calm voice")).model.name == "design"
 
 
+def test_saved_voice_goes_to_base():
+    assert ROUTER.route(_config(voice_id="v1")).model.name == "base"
+
+
+def test_preset_voice_id_is_that_preset_speaker():
+    config = _config(voice_id="preset:cv-large:Eric")
+    assert preset_as_speaker(config).voice.preset_speaker == "Eric"
+    assert preset_as_speaker(config).model == "cv-large"
+    assert ROUTER.route(config).model.name == "cv-large"
+    assert ROUTER.route(_config(voice_id="preset:cv-small:vivian")).model.name == "cv-small"
+    assert parse_preset_voice_id("v1") is None and parse_preset_voice_id("preset:nospeaker") is None
+    assert preset_as_speaker(_config(voice_id="v1")).voice.voice_id == "v1"
+
+
 def test_model_by_name():
     config = _config(preset_speaker="Vivian")
     config.model = "cv-large"
@@ -64,7 +78,8 @@ def test_model_by_name():
 @pytest.mark.parametrize("config, error, reason", [
     (_config(), InvalidArgument, "VOICE_REQUIRED"),
     (_config(preset_speaker="nobody"), InvalidArgument, "UNKNOWN_SPEAKER"),
-    (_config(voice_id="v1"), FailedPrecondition, "VOICE_CATALOGUE_UNAVAILABLE"),
+    (_config(voice_id="preset:cv-small:Eric"), InvalidArgument, "UNKNOWN_SPEAKER"),
+    (_config(voice_id="preset:nope:Vivian"), NotFound, "MODEL_NOT_FOUND"),
     (tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), model="nope"),
      NotFound, "MODEL_NOT_FOUND"),
     (tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), model="design"),
@@ -93,3 +108,12 @@ def test_no_model_of_the_kind():
     with pytest.raises(FailedPrecondition) as raised:
         router.route(_config(preset_speaker="Vivian"))
     assert raised.value.reason == "NO_MODEL_FOR_VOICE"
+
+
+def test_languages_are_checked_at_the_gateway():
+    pool = ROUTER.route(_config(preset_speaker="vivian"))
+    pool.check_language("English")
+    pool.check_language("auto")
+    with pytest.raises(InvalidArgument) as raised:
+        pool.check_language("klingon")
+    assert raised.value.reason == "UNSUPPORTED_LANGUAGE"

@@ -11,7 +11,9 @@ What each pool serves (name, kind, languages, speakers) is asked from the pool i
 (DescribeModel) at start, so the file never disagrees with the checkpoints. A request's voice
 kind picks the model kind: `preset_speaker` a CustomVoice model that has the speaker (and follows
 instructions, if the request has one), `design_description` a VoiceDesign model, `voice_id` a
-Base model; `config.model` picks a model by name.
+Base model (a saved voice: the gateway resolves it, see voices.py); `config.model` picks a model
+by name. The voice ids of preset speakers, "preset:<model>:<speaker>" (the catalogue lists them
+so), mean that speaker of that model (`preset_as_speaker`).
 """
 
 from __future__ import annotations
@@ -33,11 +35,35 @@ from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 log = logging.getLogger(__name__)
 
 MODEL_TYPE_OF_VOICE = {"preset_speaker": "custom_voice", "design_description": "voice_design", "voice_id": "base"}
+PRESET_PREFIX = "preset:"
 MODEL_KINDS = {
     "base": tts_pb2.MODEL_KIND_BASE,
     "custom_voice": tts_pb2.MODEL_KIND_CUSTOM_VOICE,
     "voice_design": tts_pb2.MODEL_KIND_VOICE_DESIGN,
 }
+
+
+def preset_voice_id(model: str, speaker: str) -> str:
+    return f"{PRESET_PREFIX}{model}:{speaker}"
+
+
+def parse_preset_voice_id(voice_id: str) -> tuple[str, str] | None:
+    """(model, speaker) of a "preset:<model>:<speaker>" voice id; None for any other id."""
+    if not voice_id.startswith(PRESET_PREFIX):
+        return None
+    model, _, speaker = voice_id.removeprefix(PRESET_PREFIX).rpartition(":")
+    return (model, speaker) if model and speaker else None
+
+
+def preset_as_speaker(config: tts_pb2.SynthesisConfig) -> tts_pb2.SynthesisConfig:
+    """`config` with a "preset:<model>:<speaker>" voice id turned into that preset speaker of that
+    model; any other config unchanged (the same object)."""
+    preset = parse_preset_voice_id(config.voice.voice_id)
+    if preset is None:
+        return config
+    config = tts_pb2.SynthesisConfig.FromString(config.SerializeToString())
+    config.model, config.voice.preset_speaker = preset
+    return config
 
 
 def read_routes(path: Path) -> list[str]:
@@ -71,6 +97,16 @@ class Pool:
 
     def has_speaker(self, speaker: str) -> bool:
         return speaker.lower() in (s.name.lower() for s in self.model.speakers)
+
+    def check_language(self, language: str) -> None:
+        """Refuse a language the model does not speak (see TextToSpeechServicer.check_config for
+        why the gateway checks what the generator checks too)."""
+        known = {name.lower() for name in self.model.languages} | {"auto"}
+        if language.lower() not in known:
+            raise InvalidArgument(
+                f"unsupported language {language!r} for model {self.model.name}; supported: "
+                f"{', '.join(sorted(known))}", [("config.language", "not a language of the model")],
+                reason="UNSUPPORTED_LANGUAGE")
 
     def public_model(self, sample_rate: int) -> tts_pb2.Model:
         m = self.model
@@ -117,15 +153,12 @@ class Router:
         await asyncio.gather(*(p.channel.close() for p in self.pools))
 
     def route(self, config: tts_pb2.SynthesisConfig) -> Pool:
+        config = preset_as_speaker(config)
         voice = config.voice.WhichOneof("source")
         if voice is None:
             raise InvalidArgument("a voice is required: voice_id, preset_speaker or design_description",
                                   [("config.voice", "set one of voice_id, preset_speaker, design_description")],
                                   reason="VOICE_REQUIRED")
-        if voice == "voice_id":
-            raise FailedPrecondition("saved voices need the voice catalogue, which this deployment does not run "
-                                     "yet; use preset_speaker or design_description",
-                                     reason="VOICE_CATALOGUE_UNAVAILABLE")
         model_type = MODEL_TYPE_OF_VOICE[voice]
         if config.model:
             pool = next((p for p in self.pools if p.model.name == config.model), None)

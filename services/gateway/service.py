@@ -6,6 +6,12 @@ chunks of the chunk schedule), and the encoded audio out to the client. The gate
 model: it owns the request's lifecycle. Its deadline is passed to both downstream calls; if the
 client cancels, both are cancelled, which frees the generator slot at once. Downstream errors
 reach the client with their code, reason and message (fields renamed to the public API's).
+
+A saved voice (`voice_id`) is resolved from the voice catalogue first (voices.py): its stored
+speaker embedding, and for an in-context clone its reference frames and transcript, go into the
+generator's config, and the codec stream decodes the reference frames before the generated ones
+(their audio is dropped), so the audio continues the reference exactly as offline cloning does.
+Every RPC starts by authenticating the caller (tenancy.py).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import numpy as np
 
 from qwentts.codec.v1 import codec_pb2, codec_pb2_grpc
 from qwentts.generator.v1 import generator_pb2
-from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
+from qwentts.registry.v1 import registry_pb2_grpc
+from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc, voices_pb2_grpc
 from shared.client import open_channel
 from shared.config import ConfigError, Problem, env
 from shared.errors import InvalidArgument, ServiceError, from_rpc_error
@@ -31,7 +38,9 @@ from shared.frames import array_to_frames, frames_to_array
 from shared.service import ProcessConfig, Registration
 
 from .audio_out import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, MODEL_SAMPLE_RATE, AudioWriter
-from .routing import Pool, Router, read_routes
+from .routing import Pool, Router, preset_as_speaker, read_routes
+from .tenancy import Tenancy, parse_api_keys
+from .voices import Catalogue, VoiceCatalogServicer
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +66,24 @@ class GatewayConfig(ProcessConfig):
     max_audio_seconds: float = env("GATEWAY_MAX_AUDIO_SECONDS", default=300.0, min=1)
     # How long to wait at start for every generator pool to answer DescribeModel.
     discovery_timeout_seconds: float = env("GATEWAY_DISCOVERY_TIMEOUT_SECONDS", default=120.0, min=1)
+    # The registry (voice catalogue); empty: none, and saved voices are FAILED_PRECONDITION.
+    registry_address: str = env("GATEWAY_REGISTRY_ADDRESS", default="")
+    # "key1:tenant-a,key2:tenant-b"; empty: no authentication, every caller is tenant "default".
+    api_keys: tuple[str, ...] = env("GATEWAY_API_KEYS", default=(), secret=True)
+    # How long a DesignVoice preview can be saved with CreateVoice.
+    preview_ttl_seconds: int = env("GATEWAY_PREVIEW_TTL_SECONDS", default=900, min=1, max=86400)
 
     def __post_init__(self):
+        problems = []
         if not all(item.isdigit() and int(item) > 0 for item in self.chunk_schedule):
-            raise ConfigError(type(self).__name__, [Problem(
-                "GATEWAY_CHUNK_SCHEDULE", ",".join(self.chunk_schedule), "comma-separated positive integers")])
+            problems.append(Problem("GATEWAY_CHUNK_SCHEDULE", ",".join(self.chunk_schedule),
+                                    "comma-separated positive integers"))
+        try:
+            parse_api_keys(self.api_keys)
+        except ValueError as error:
+            problems.append(Problem("GATEWAY_API_KEYS", "***", f'comma-separated "key:tenant" pairs ({error})'))
+        if problems:
+            raise ConfigError(type(self).__name__, problems)
 
     @property
     def chunk_frames(self) -> list[int]:
@@ -81,14 +103,18 @@ class Synthesis:
     """One request through the cluster; `run(texts)` yields ("audio" | "progress" | "summary", message)."""
 
     def __init__(self, gateway: "TextToSpeechServicer", config: tts_pb2.SynthesisConfig, *,
-                 non_streaming: bool, context: grpc.aio.ServicerContext):
+                 non_streaming: bool, context: grpc.aio.ServicerContext, tenant: str, keep_output: bool = False):
         self.gateway = gateway
-        self.config = config
+        self.config = config = preset_as_speaker(config)
         self.pool: Pool = gateway.router.route(config)
         self.generate_config = gateway.generate_config(config, non_streaming)
         fmt = config.output_format
         self.writer = AudioWriter(fmt.encoding, fmt.sample_rate_hz)
         self.context = context
+        self.tenant = tenant
+        self.reference_frames: np.ndarray | None = None  # an in-context clone's, decoded first
+        # keep_output: the frames and 24 kHz samples are kept too (a voice design preview's).
+        self._kept: tuple[list[np.ndarray], list[np.ndarray]] | None = ([], []) if keep_output else None
         self.characters_received = 0
         self.characters_consumed = 0
         self.frames = 0
@@ -105,7 +131,34 @@ class Synthesis:
             self._input_error = error
             self._generate.cancel()
 
+    async def _use_saved_voice(self) -> None:
+        voice = await self.gateway.catalogue.voice_for_synthesis(
+            self.tenant, self.config.voice.voice_id, self.pool, self.context)
+        self.generate_config.cloned_voice.CopyFrom(voice.cloned_voice)
+        if not self.config.language and voice.language:  # the voice's language is its default
+            self.generate_config.language = voice.language
+        self.reference_frames = voice.reference_frames
+
+    def kept_output(self) -> tuple[np.ndarray, np.ndarray]:
+        """(frames, 24 kHz samples) produced so far (`keep_output=True` only)."""
+        frames, samples = self._kept
+        return (np.concatenate(frames) if frames else np.zeros((0, 16), np.int64),
+                np.concatenate(samples) if samples else np.zeros(0, np.float32))
+
+    async def whole(self, text: str) -> tuple[bytes, tts_pb2.SynthesisSummary]:
+        """Synthesize `text` (known up front) to one complete file of the requested format."""
+        audio, summary = [], None
+        async for kind, message in self.run(_once(text)):
+            if kind == "audio":
+                audio.append(message.audio)
+            elif kind == "summary":
+                summary = message
+        return self.writer.whole_file(b"".join(audio)), summary
+
     async def run(self, texts: AsyncIterator[tuple[str, bool]]):
+        if self.config.voice.WhichOneof("source") == "voice_id":
+            await self._use_saved_voice()
+        self.pool.check_language(self.generate_config.language)
         timeout = self.context.time_remaining()  # None without a deadline
         self._generate = self.pool.stub.Generate(self._generate_requests(texts), timeout=timeout)
         to_codec: asyncio.Queue = asyncio.Queue()
@@ -121,20 +174,31 @@ class Synthesis:
         chunks = 0
         finish = tts_pb2.FINISH_REASON_UNSPECIFIED
 
-        async def audio_chunk(frames: np.ndarray) -> tts_pb2.AudioChunk:
-            nonlocal chunks
+        async def decoded_samples(frames: np.ndarray) -> np.ndarray:
             to_codec.put_nowait(frames)
             try:
                 response = await decoded.__anext__()
             except grpc.aio.AioRpcError as error:
                 raise from_rpc_error(error, "the codec") from None
+            return np.frombuffer(response.audio.samples_f32le, dtype="<f4")
+
+        async def audio_chunk(frames: np.ndarray) -> tts_pb2.AudioChunk:
+            nonlocal chunks
+            samples = await decoded_samples(frames)
+            if self._kept is not None:
+                self._kept[0].append(frames)
+                self._kept[1].append(samples)
             start = self.writer.samples_written
-            data = self.writer.write(np.frombuffer(response.audio.samples_f32le, dtype="<f4"))
+            data = self.writer.write(samples)
             chunk = self._chunk(data, chunks, start)
             chunks += 1
             return chunk
 
         try:
+            if self.reference_frames is not None:
+                # An in-context clone continues its reference: the codec decodes the reference
+                # frames first, and their audio (exactly 1920 samples a frame) is dropped.
+                await decoded_samples(self.reference_frames)
             async for response in self._generate:
                 if response.frames.num_frames:
                     pending.append(frames_to_array(response.frames))
@@ -187,27 +251,43 @@ class Synthesis:
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
-    def __init__(self, config: GatewayConfig, router: Router, codec: codec_pb2_grpc.CodecServiceStub):
+    def __init__(self, config: GatewayConfig, router: Router, codec: codec_pb2_grpc.CodecServiceStub,
+                 tenancy: Tenancy, catalogue: Catalogue):
         self.config = config
         self.router = router
         self.codec = codec
+        self.tenancy = tenancy
+        self.catalogue = catalogue
 
     # ----- validation -----
 
     def check_config(self, config: tts_pb2.SynthesisConfig, field: str = "config") -> None:
+        """Raise InvalidArgument naming the bad fields; `field` is the config's path ("" for the top level).
+
+        The generator checks the config too, but a config it refuses while the gateway is still
+        sending text can lose its status to a grpc.aio race (grpc/grpc#36066: the client sees
+        INTERNAL), so what clients commonly get wrong is refused here first."""
         violations = []
+        prefix = f"{field}." if field else ""
         fmt = config.output_format
         if fmt.encoding not in audio_pb2.AudioEncoding.values():
-            violations.append((f"{field}.output_format.encoding", f"unknown encoding {fmt.encoding}"))
+            violations.append((f"{prefix}output_format.encoding", f"unknown encoding {fmt.encoding}"))
         rate = fmt.sample_rate_hz
         if rate and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-            violations.append((f"{field}.output_format.sample_rate_hz",
+            violations.append((f"{prefix}output_format.sample_rate_hz",
                                f"{rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} (0 means 24000)"))
         if not (math.isfinite(config.max_audio_seconds) and config.max_audio_seconds >= 0):
-            violations.append((f"{field}.max_audio_seconds", "must be a number >= 0 (0 means the server's limit)"))
+            violations.append((f"{prefix}max_audio_seconds", "must be a number >= 0 (0 means the server's limit)"))
         if config.predictor_sampling.HasField("repetition_penalty"):
-            violations.append((f"{field}.predictor_sampling.repetition_penalty",
+            violations.append((f"{prefix}predictor_sampling.repetition_penalty",
                                "the code predictor has no repetition penalty"))
+        for name in ("sampling", "predictor_sampling"):
+            sampling = getattr(config, name)
+            for value_name, ok, expected in (("temperature", lambda v: v > 0, "> 0"),
+                                             ("top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+                                             ("repetition_penalty", lambda v: v > 0, "> 0")):
+                if sampling.HasField(value_name) and not ok(getattr(sampling, value_name)):
+                    violations.append((f"{prefix}{name}.{value_name}", f"must be {expected}"))
         if violations:
             raise InvalidArgument("invalid synthesis config: " + "; ".join(f"{f}: {d}" for f, d in violations),
                                   violations, reason="INVALID_CONFIG")
@@ -240,25 +320,25 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             request.seed = config.seed
         return request
 
+    def synthesis(self, config: tts_pb2.SynthesisConfig, **options) -> Synthesis:
+        """A `Synthesis` of this gateway (options: non_streaming, context, tenant, keep_output)."""
+        return Synthesis(self, config, **options)
+
     # ----- RPCs -----
 
     async def _synthesis(self, request, context) -> Synthesis:
+        tenant = self.tenancy.tenant(context)
         self.check_config(request.config)
         if not request.text.strip():
             raise self.empty_text("text")
         self.check_text(request.text, "text")
         # Text known up front: the prompt holds all of it (the reference's non-streaming mode).
-        return Synthesis(self, request.config, non_streaming=True, context=context)
+        return self.synthesis(request.config, non_streaming=True, context=context, tenant=tenant)
 
     async def Synthesize(self, request, context):
         synthesis = await self._synthesis(request, context)
-        audio, summary = [], None
-        async for kind, message in synthesis.run(_once(request.text)):
-            if kind == "audio":
-                audio.append(message.audio)
-            elif kind == "summary":
-                summary = message
-        return tts_pb2.SynthesizeResponse(audio=synthesis.writer.whole_file(b"".join(audio)), summary=summary)
+        audio, summary = await synthesis.whole(request.text)
+        return tts_pb2.SynthesizeResponse(audio=audio, summary=summary)
 
     async def StreamSynthesize(self, request, context):
         synthesis = await self._synthesis(request, context)
@@ -266,12 +346,13 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             yield tts_pb2.StreamSynthesizeResponse(**{kind: message})
 
     async def StreamingSynthesize(self, request_iterator, context):
+        tenant = self.tenancy.tenant(context)
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("request") != "config":
             raise InvalidArgument("the first message must carry the config (and no text)",
                                   [("config", "required in the first message")], reason="CONFIG_REQUIRED")
         self.check_config(first.config)
-        synthesis = Synthesis(self, first.config, non_streaming=False, context=context)
+        synthesis = self.synthesis(first.config, non_streaming=False, context=context, tenant=tenant)
         async for kind, message in synthesis.run(self._client_texts(request_iterator)):
             yield tts_pb2.StreamingSynthesizeResponse(**{kind: message})
 
@@ -292,6 +373,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             raise self.empty_text("input.text")
 
     async def ListModels(self, request, context):
+        self.tenancy.tenant(context)
         return tts_pb2.ListModelsResponse(models=[p.public_model(MODEL_SAMPLE_RATE) for p in self.router.pools])
 
 
@@ -304,10 +386,19 @@ async def build(config: GatewayConfig):
     addresses = read_routes(config.routes_file)
     router = await Router.connect(addresses, config.discovery_timeout_seconds)
     codec_channel = open_channel(config.codec_address)
+    registry_channel = open_channel(config.registry_address) if config.registry_address else None
     try:
         codec = codec_pb2_grpc.CodecServiceStub(codec_channel)
-        yield [Registration(tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server,
-                            TextToSpeechServicer(config, router, codec), "qwentts.v1.TextToSpeechService")]
+        registry = registry_pb2_grpc.RegistryServiceStub(registry_channel) if registry_channel else None
+        catalogue = Catalogue(registry)
+        tts = TextToSpeechServicer(config, router, codec, Tenancy(parse_api_keys(config.api_keys)), catalogue)
+        yield [Registration(tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, tts,
+                            "qwentts.v1.TextToSpeechService"),
+               Registration(voices_pb2_grpc.add_VoiceCatalogServiceServicer_to_server,
+                            VoiceCatalogServicer(tts, catalogue, config.preview_ttl_seconds),
+                            "qwentts.v1.VoiceCatalogService")]
     finally:
         await codec_channel.close()
+        if registry_channel is not None:
+            await registry_channel.close()
         await router.close()

@@ -26,8 +26,8 @@ from shared.frames import array_to_frames, frames_to_array, samples_to_array
 from services.codec.tokenizer import SpeechTokenizer
 from shared.audio import decode_audio, encode_wav, prepare_reference_audio
 from shared.config import load_config
-from shared.errors import DOMAIN, ErrorInterceptor, error_details
-from shared.server import GrpcServer
+from shared.errors import DOMAIN, error_details
+from tests.serving import serve
 
 pytestmark = pytest.mark.asyncio
 
@@ -45,16 +45,9 @@ class Served:
 @contextlib.asynccontextmanager
 async def serve_codec(checkpoint: Path, **env: str):
     config = load_config(CodecConfig, {"CODEC_CHECKPOINT": str(checkpoint), **env})
-    async with build(config) as registrations:
-        server = GrpcServer("codec", interceptors=[ErrorInterceptor()])
-        for registration in registrations:
-            server.add_service(*registration)
-        port = await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield Served(codec_pb2_grpc.CodecServiceStub(channel), registrations[0].servicer)
-        finally:
-            await server.stop(grace=0)
+    async with serve("codec", build, config) as (port, registrations):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield Served(codec_pb2_grpc.CodecServiceStub(channel), registrations[0].servicer)
 
 
 @pytest_asyncio.fixture

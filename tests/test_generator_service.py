@@ -29,10 +29,10 @@ from services.generator.service import GeneratorConfig, build
 from services.generator.tts import Qwen3TTS
 from shared.audio import prepare_reference_audio
 from shared.config import load_config
-from shared.errors import ErrorInterceptor, error_details
+from shared.errors import error_details
 from shared.frames import array_to_frames, frames_to_array
-from shared.server import GrpcServer
 from shared.tiny_checkpoints import write_checkpoint
+from tests import serving
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FRAMES = 12
@@ -69,12 +69,7 @@ async def serve():
 
         async def start(checkpoint, **env):
             environ = {"GENERATOR_CHECKPOINT": str(checkpoint), **{f"GENERATOR_{k}": str(v) for k, v in env.items()}}
-            registrations = await stack.enter_async_context(build(load_config(GeneratorConfig, environ)))
-            server = GrpcServer("generator", interceptors=[ErrorInterceptor()])
-            for registration in registrations:
-                server.add_service(*registration)
-            port = await server.start()
-            stack.push_async_callback(server.stop, 0)
+            port, _ = await stack.enter_async_context(serving.serve("generator", build, load_config(GeneratorConfig, environ)))
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
             stack.push_async_callback(channel.close)
             return generator_pb2_grpc.GeneratorServiceStub(channel)

@@ -32,8 +32,8 @@ from qwentts.v1 import voices_pb2
 from services.registry.service import RegistryConfig, build
 from services.registry.store import VOICE_ID_RE, VoiceStore
 from shared.config import ConfigError, describe, load_config
-from shared.errors import DOMAIN, ErrorInterceptor, error_details
-from shared.server import GrpcServer
+from shared.errors import DOMAIN, error_details
+from tests.serving import serve
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.asyncio
@@ -63,16 +63,9 @@ async def registry_channel(address: str):
 @contextlib.asynccontextmanager
 async def serve_registry(redis_url: str, **env: str):
     config = load_config(RegistryConfig, {"REGISTRY_REDIS_URL": redis_url, **env})
-    async with build(config) as registrations:
-        server = GrpcServer("registry", interceptors=[ErrorInterceptor()])
-        for registration in registrations:
-            server.add_service(*registration)
-        port = await server.start()
-        try:
-            async with registry_channel(f"127.0.0.1:{port}") as served:
-                yield served
-        finally:
-            await server.stop(grace=0)
+    async with serve("registry", build, config) as (port, _):
+        async with registry_channel(f"127.0.0.1:{port}") as served:
+            yield served
 
 
 @pytest.fixture

@@ -48,6 +48,9 @@ class ProcessConfig:
     otlp_endpoint: str = env("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
     # In-flight RPCs get this long after SIGTERM (keep it under terminationGracePeriodSeconds).
     grace_seconds: float = env("GRPC_GRACE_SECONDS", default=30.0, min=0)
+    # After SIGTERM, keep serving this long while health says NOT_SERVING, so load balancers
+    # and readiness probes notice before new RPCs are refused (Kubernetes: a few seconds).
+    drain_seconds: float = env("GRPC_DRAIN_SECONDS", default=0.0, min=0)
 
 
 class Registration(NamedTuple):
@@ -69,6 +72,7 @@ async def serve(name: str, config: ProcessConfig, build: Build) -> None:
             # Tracing outermost so spans record the final status; errors innermost (errors.py).
             interceptors=[*server_interceptors(), ErrorInterceptor()],
             grace_seconds=config.grace_seconds,
+            drain_seconds=config.drain_seconds,
         )
         for registration in registrations:
             server.add_service(*registration)

@@ -16,11 +16,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+# Raised here; defined next to ConfigError so that services without torch can catch it too.
+from .config import CheckpointError  # noqa: F401
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class CheckpointError(Exception):
-    """A checkpoint directory is incomplete, malformed or of the wrong kind."""
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

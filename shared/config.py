@@ -99,6 +99,14 @@ class ConfigError(Exception):
         super().__init__(f"invalid {cls_name} from the environment ({len(problems)} problem(s)):\n{lines}")
 
 
+class CheckpointError(Exception):
+    """A checkpoint directory is incomplete, malformed or of the wrong kind.
+
+    Like ConfigError, the operator's to fix at start-up. It lives here, free of torch, so that
+    services without a model (gateway, registry) can handle it too; shared.checkpoint raises it.
+    """
+
+
 class _Invalid(Exception):
     """Internal: a value failed to parse or validate; the message says what was expected."""
 

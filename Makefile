@@ -66,7 +66,7 @@ test-fast: $(STAMP)
 
 # Time to first audio through the cluster vs in-process, tiny and real-shape 0.6B (CPU, minutes).
 bench: $(STAMP)
-	$(PY) -m bench.bench_cluster --preset tiny --frames 12
+	$(PY) -m bench.bench_cluster --preset tiny --frames 12 --rounds 10
 	$(PY) -m bench.bench_cluster --preset 0.6b-full --frames 6 --rounds 2
 
 bench-model: $(STAMP) reference-env

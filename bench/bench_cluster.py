@@ -14,7 +14,13 @@ with all text known up front. Prints the numbers and writes them to docs/benchma
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# Before torch loads OpenMP: the same setting deploy/local.py gives the cluster's model
+# processes, so that the in-process numbers are measured alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import asyncio
 import statistics
 import tempfile
@@ -145,7 +151,8 @@ def main(argv=None) -> None:
         "the request to the first decoded chunk (one frame); p50/p95 over every stream of "
         f"{args.rounds} rounds. x-real-time: audio seconds per wall second, all streams together. "
         "In the cluster the generator, codec and gateway are separate processes sharing this "
-        "machine's cores with the client.", "", *rows])
+        "machine's cores with the client; OpenMP waits passively (OMP_WAIT_POLICY=PASSIVE) in both "
+        "setups, since spinning processes steal each other's cores.", "", *rows])
     print(body)
     write_section(f"bench-cluster-cpu-{args.preset}", body)
 

@@ -263,8 +263,11 @@ class LocalCluster:
 
     def _spawn(self, name: str, address: str, argv: list[str], env: Mapping[str, str],
                ready: Callable[[], bool]) -> None:
-        env = {"PYTHONUNBUFFERED": "1", "GRPC_GRACE_SECONDS": DEFAULT_GRACE_SECONDS, **os.environ,
-               **self.extra_env, **env}
+        # OMP_WAIT_POLICY=PASSIVE: the model processes share this machine's cores, and OpenMP's
+        # default spin-waiting after each op steals them from one another (on 2 cores it added
+        # ~250 ms to the first audio of the 0.6B model; docs/benchmarks.md).
+        env = {"PYTHONUNBUFFERED": "1", "GRPC_GRACE_SECONDS": DEFAULT_GRACE_SECONDS, "OMP_WAIT_POLICY": "PASSIVE",
+               **os.environ, **self.extra_env, **env}
         self._processes.append(_Process(name, address, argv, env, self.log_dir / f"{name}.log", ready))
 
     def _wait_ready(self, deadline: float) -> None:

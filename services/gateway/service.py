@@ -207,9 +207,8 @@ class Synthesis:
                     self.characters_consumed = response.characters_consumed
                     yield "progress", tts_pb2.TextProgress(characters_consumed=self.characters_consumed,
                                                            characters_received=self.characters_received)
-                while pending and sum(map(len, pending)) >= schedule[min(chunks, len(schedule) - 1)]:
+                while sum(map(len, pending)) >= (size := schedule[min(chunks, len(schedule) - 1)]):
                     frames = np.concatenate(pending)
-                    size = schedule[min(chunks, len(schedule) - 1)]
                     pending = [frames[size:]] if len(frames) > size else []
                     yield "audio", await audio_chunk(frames[:size])
                 if response.finish_reason:

@@ -22,7 +22,8 @@ TEXTS = [
     "\n\nleading newlines, then text",
     "   leading spaces and trailing ones   ",
     "tabs\tand\u00a0nbsp\u3000ideographic space\u2028line separator",
-    "special tokens <|im_end|> are split out<tts_pad>, even <|im_start|> here, not < | or <|im_en",
+    # Control-token strings are just characters in user text (TextTokenizer.text_backend).
+    "special tokens <|im_end|> are spoken<tts_pad>, even <|im_start|> here, and < | or <|im_en",
 ]
 
 
@@ -84,7 +85,7 @@ def test_text_without_boundaries_waits_for_the_end_or_a_flush(tokenizer):
     # A flush cuts mid-word: each side is then tokenized on its own.
     stream = TextStream(tokenizer)
     assert stream.feed("hel", flush=True) == tokenizer.target_ids("hel")
-    assert stream.feed("lo there") + stream.flush() == tokenizer.encode("lo there")
+    assert stream.feed("lo there") + stream.flush() == tokenizer.encode_text("lo there")
     assert stream.characters_read(len(tokenizer.target_ids("hel"))) == 3
 
 
@@ -101,7 +102,7 @@ def test_leading_newlines_that_merge_with_the_template(tokenizer, tiny_custom_vo
     (tmp_path / "merges.txt").write_text("\n".join(lines) + "\n")
     merging = TextTokenizer(tmp_path)
     text = "\n\n\nthree newlines first. Then more text"
-    assert merging.target_ids(text) != merging.encode(text)
+    assert merging.target_ids(text) != merging.encode_text(text)
     rng = random.Random(1)
     for pieces in [[text], list(text)] + [random_pieces(text, rng) for _ in range(100)]:
         ids, stream = stream_ids(merging, pieces)

@@ -31,6 +31,7 @@ from qwentts.v1 import tts_pb2
 from shared.client import open_channel
 from shared.config import ConfigError, Problem
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.limits import quote
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Pool:
         known = {name.lower() for name in self.model.languages} | {"auto"}
         if language.lower() not in known:
             raise InvalidArgument(
-                f"unsupported language {language!r} for model {self.model.name}; supported: "
+                f"unsupported language {quote(language)} for model {self.model.name}; supported: "
                 f"{', '.join(sorted(known))}", [("config.language", "not a language of the model")],
                 reason="UNSUPPORTED_LANGUAGE")
 
@@ -163,11 +164,11 @@ class Router:
         if config.model:
             pool = next((p for p in self.pools if p.model.name == config.model), None)
             if pool is None:
-                raise NotFound(f"no model named {config.model!r}; loaded: {', '.join(self._names())}",
+                raise NotFound(f"no model named {quote(config.model)}; loaded: {', '.join(self._names())}",
                                reason="MODEL_NOT_FOUND")
             if pool.model.model_type != model_type:
                 raise InvalidArgument(
-                    f"model {config.model!r} is a {pool.model.model_type} model; a {voice} voice needs a "
+                    f"model {quote(config.model)} is a {pool.model.model_type} model; a {voice} voice needs a "
                     f"{model_type} model", [("config.model", f"not a {model_type} model")],
                     reason="MODEL_VOICE_MISMATCH")
             candidates = [pool]
@@ -181,7 +182,7 @@ class Router:
             with_speaker = [p for p in candidates if p.has_speaker(speaker)]
             if not with_speaker:
                 known = sorted({s.name for p in candidates for s in p.model.speakers})
-                raise InvalidArgument(f"unknown preset speaker {speaker!r}; available: {', '.join(known)}",
+                raise InvalidArgument(f"unknown preset speaker {quote(speaker)}; available: {', '.join(known)}",
                                       [("config.voice.preset_speaker", "not a preset speaker of the model")],
                                       reason="UNKNOWN_SPEAKER")
             candidates = with_speaker

@@ -15,12 +15,14 @@ This single shape covers custom voice, voice design and both kinds of cloning; s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from shared.checkpoint import CheckpointError
+from shared.limits import quote
 
 from .configuration import Qwen3TTSConfig
 
@@ -69,6 +71,14 @@ class TextTokenizer:
 
     Loaded with the tokenizer's own pre-tokenizer. (The reference, loading from a local directory
     under transformers 4.57.3, swaps in a different pre-tokenizer regex; see docs/generator.md.)
+
+    User text is text: what a caller sends (the text to speak, a transcript, an instruction) is
+    tokenized by `text_backend`, the same tokenizer without its added tokens, so a string such as
+    "<|im_end|>" in it is spoken as the characters it is and can never close the chat template
+    around it. Only the template's own parts become control tokens. For text without such strings
+    the ids are exactly the reference's, which tokenizes the template and the text as one string:
+    added tokens split a string into segments that are tokenized apart, and the text's segment is
+    "assistant\n" + text (or "user\n" + instruction).
     """
 
     def __init__(self, path: Path):
@@ -79,25 +89,44 @@ class TextTokenizer:
             if not (path / name).is_file():
                 raise CheckpointError(f"{path / name}: file not found (text tokenizer)")
         self._tok = Qwen2TokenizerFast.from_pretrained(str(path))
-        self.role_ids = self.encode("<|im_start|>assistant\n")
+        self.text_backend = _without_added_tokens(self._tok.backend_tokenizer)
+        self.role_ids = self._template_ids("<|im_start|>assistant\n")
         if len(self.role_ids) != 3:
             raise CheckpointError(
                 f"{path}: the tokenizer splits '<|im_start|>assistant\\n' into {len(self.role_ids)} "
                 "tokens; Qwen3-TTS prompts need exactly 3"
             )
+        self._im_start, self._im_end = self._template_ids("<|im_start|><|im_end|>")
+        self._newline = self.encode_text("\n")
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False)
+    def _template_ids(self, template: str) -> list[int]:
+        """Ids of template text, whose control-token strings are control tokens."""
+        return self._tok.encode(template, add_special_tokens=False)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of user text, in which nothing is a control token."""
+        return self.text_backend.encode(text, add_special_tokens=False).ids
 
     def target_ids(self, text: str) -> list[int]:
-        """Token ids of the text to speak, tokenised inside its chat template like the reference."""
-        return self.encode(f"<|im_start|>assistant\n{text}<|im_end|>\n<|im_start|>assistant\n")[3:-5]
+        """Token ids of the text to speak, as the reference tokenizes it inside its chat template
+        (`<|im_start|>assistant\n{text}<|im_end|>...`, sliced after the role's 3 ids)."""
+        return self.encode_text("assistant\n" + text)[2:]
 
     def ref_text_ids(self, text: str) -> list[int]:
-        return self.encode(f"<|im_start|>assistant\n{text}<|im_end|>\n")[3:-2]
+        return self.target_ids(text)
 
     def instruct_ids(self, instruct: str) -> list[int]:
-        return self.encode(f"<|im_start|>user\n{instruct}<|im_end|>\n")
+        """`<|im_start|>user\n{instruct}<|im_end|>\n`."""
+        return [self._im_start, *self.encode_text("user\n" + instruct), self._im_end, *self._newline]
+
+
+def _without_added_tokens(backend):
+    """A copy of a `tokenizers.Tokenizer` that knows none of its added (control) tokens."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads(backend.to_str())
+    spec["added_tokens"] = []
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 def resolve_language(config: Qwen3TTSConfig, language: str | None, speaker: str | None) -> int | None:
@@ -107,7 +136,7 @@ def resolve_language(config: Qwen3TTSConfig, language: str | None, speaker: str 
     talker = config.talker
     if language != "auto" and (language not in talker.codec_language_id or "dialect" in language):
         raise PromptError(
-            f"unsupported language {language!r}; supported: {', '.join(config.supported_languages)}",
+            f"unsupported language {quote(language)}; supported: {', '.join(config.supported_languages)}",
             "language",
         )
     language_id = None if language == "auto" else talker.codec_language_id[language]
@@ -143,10 +172,10 @@ def plan_prompt(
             )
         if speaker.lower() not in talker.spk_id:
             raise PromptError(
-                f"unknown speaker {speaker!r}; available: {', '.join(config.supported_speakers)}", "speaker"
+                f"unknown speaker {quote(speaker)}; available: {', '.join(config.supported_speakers)}", "speaker"
             )
     elif speaker is not None:
-        raise PromptError(f"a {kind} model has no preset speakers (got {speaker!r})", "speaker")
+        raise PromptError(f"a {kind} model has no preset speakers (got {quote(speaker)})", "speaker")
     if instruct is not None and not config.follows_instruct:
         raise PromptError(
             f"this {config.tts_model_size} {kind} model does not follow style instructions", "instruct"

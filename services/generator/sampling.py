@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from shared.limits import sampling_problem
+
 MIN_NEW_TOKENS = 2
 
 
@@ -50,18 +52,16 @@ class SamplingParams:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self) -> None:
+        """ValueError naming the first value outside its range (shared/limits.py)."""
         for prefix in ("", "subtalker_"):
-            temperature = getattr(self, prefix + "temperature")
-            top_k = getattr(self, prefix + "top_k")
-            top_p = getattr(self, prefix + "top_p")
-            if not temperature > 0:
-                raise ValueError(f"{prefix}temperature must be > 0, got {temperature}")
-            if top_k < 0:
-                raise ValueError(f"{prefix}top_k must be >= 0 (0 disables it), got {top_k}")
-            if not 0 < top_p <= 1:
-                raise ValueError(f"{prefix}top_p must be in (0, 1], got {top_p}")
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+            for name in ("temperature", "top_k", "top_p"):
+                value = getattr(self, prefix + name)
+                problem = sampling_problem(name, value)
+                if problem:
+                    raise ValueError(f"{prefix}{name} {problem}, got {value}")
+        problem = sampling_problem("repetition_penalty", self.repetition_penalty)
+        if problem:
+            raise ValueError(f"repetition_penalty {problem}, got {self.repetition_penalty}")
         if self.max_new_tokens < 2:
             raise ValueError(f"max_new_tokens must be >= 2, got {self.max_new_tokens}")
 

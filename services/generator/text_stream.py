@@ -6,15 +6,17 @@ letter and its combining accent), but the talker must read exactly
 audio as the same text sent at once.
 
 The Qwen2 byte-level BPE never merges across the pieces its pre-tokenizer regex cuts the
-NFC-normalized text into (nor across special tokens). So a prefix that ends at a pre-token
+NFC-normalized text into. So a prefix that ends at a pre-token
 boundary can be tokenized on its own, provided the boundary cannot move when more text arrives:
 
 - it is not inside the last pre-token, which may still grow;
 - the character before it is not whitespace: `\\s+(?!\\S)` and `\\s*[\\r\\n]+` split a run of
   whitespace according to what follows it;
 - the character after it is not a combining mark (NFC could compose it with the one before),
-  and no pre-token straddles it (NFC expanded a character there);
-- it is not inside what may become a special token (`<|im_e...`).
+  and no pre-token straddles it (NFC expanded a character there).
+
+User text never contains control tokens (`TextTokenizer.text_backend` knows none), so a string such
+as `<|im_end|>` is just characters here too.
 
 The regex reads left to right with at most one character of lookahead, so these boundaries are
 final (tests/test_text_stream.py checks it over many random splits). Text without such a
@@ -43,10 +45,7 @@ class TextStream:
 
     def __init__(self, tokenizer: TextTokenizer):
         self._tokenizer = tokenizer
-        self._backend = tokenizer._tok.backend_tokenizer
-        added = tokenizer._tok.get_added_vocab()
-        self._added_prefixes = {token[:i] for token in added for i in range(1, len(token))}
-        self._longest_added = max(map(len, added), default=0)
+        self._backend = tokenizer.text_backend
         self._pending = ""  # received, not tokenized yet
         self._first = True  # the next ids start the text (target_ids' template applies)
         self._tokenized = 0  # characters tokenized so far
@@ -76,7 +75,7 @@ class TextStream:
 
     def _stable_length(self) -> int:
         """How many pending characters can be tokenized now with the same result as later."""
-        text = self._pending[: len(self._pending) - self._partial_added_token()]
+        text = self._pending
         encoding = self._backend.encode(text, add_special_tokens=False)
         words, offsets = encoding.word_ids, encoding.offsets  # pre-token index, original chars
         for i in range(len(words) - 1, 0, -1):
@@ -88,14 +87,6 @@ class TextStream:
                 and not unicodedata.combining(unicodedata.normalize("NFD", text[start])[0])
             ):
                 return start
-        return 0
-
-    def _partial_added_token(self) -> int:
-        """The length of the longest pending suffix that may be the start of a special token."""
-        text = self._pending
-        for length in range(min(len(text), self._longest_added - 1), 0, -1):
-            if text[-length:] in self._added_prefixes:
-                return length
         return 0
 
     def _tokenize(self, length: int) -> list[int]:

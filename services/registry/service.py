@@ -26,9 +26,10 @@ from qwentts.registry.v1 import registry_pb2, registry_pb2_grpc
 from qwentts.v1 import voices_pb2
 from shared.config import ConfigError, Problem, env
 from shared.errors import InvalidArgument
+from shared.limits import MAX_TAG_CHARS, MAX_TAGS, VOICE_FIELD_CHARS
 from shared.service import ProcessConfig, Registration
 
-from .store import VOICE_ID_RE, VoiceStore
+from .store import REQUEST_ID_RE, VOICE_ID_RE, VoiceStore
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ SERVICE_NAME = "qwentts.registry.v1.RegistryService"
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 MAX_SCANNED_PER_LIST = 1000  # ids one ListVoices call may read when a filter matches few of them
 MAX_TENANT_CHARS = 256
-MAX_CHARS = {"name": 100, "language": 64, "description": 1000, "consent_statement": 2000, "transcript": 2000}
-MAX_TAGS, MAX_TAG_CHARS = 32, 64
 MAX_MODEL_CHARS = 200
 MAX_EMBEDDING_VALUES = 8192
 UPDATABLE_FIELDS = ("name", "language", "description", "tags")
@@ -82,7 +81,7 @@ def _check_id(value: str, field: str) -> None:
 
 
 def _metadata_violations(voice: voices_pb2.Voice, fields: Iterable[str]) -> list[tuple[str, str]]:
-    """What is wrong with `voice`'s text fields among `fields` (names in MAX_CHARS, or "tags")."""
+    """What is wrong with `voice`'s text fields among `fields` (names in VOICE_FIELD_CHARS, or "tags")."""
     problems = []
     for field in fields:
         if field == "tags":
@@ -90,8 +89,8 @@ def _metadata_violations(voice: voices_pb2.Voice, fields: Iterable[str]) -> list
                 problems.append(("voice.tags", f"at most {MAX_TAGS} tags; got {len(voice.tags)}"))
             problems += [(f"voice.tags[{i}]", f"1 to {MAX_TAG_CHARS} characters")
                          for i, tag in enumerate(voice.tags) if not 1 <= len(tag) <= MAX_TAG_CHARS]
-        elif len(getattr(voice, field)) > MAX_CHARS[field]:
-            problems.append((f"voice.{field}", f"at most {MAX_CHARS[field]} characters"))
+        elif len(getattr(voice, field)) > VOICE_FIELD_CHARS[field]:
+            problems.append((f"voice.{field}", f"at most {VOICE_FIELD_CHARS[field]} characters"))
         elif field == "name" and not voice.name.strip():
             problems.append(("voice.name", "required, not only spaces"))
     return problems
@@ -122,7 +121,7 @@ def _audio_violations(flac: bytes, frames: codec_pb2.Frames, flac_field: str,
 
 
 def _create_violations(voice: voices_pb2.Voice, assets: registry_pb2.VoiceAssets) -> list[tuple[str, str]]:
-    problems = _metadata_violations(voice, (*MAX_CHARS, "tags"))
+    problems = _metadata_violations(voice, (*VOICE_FIELD_CHARS, "tags"))
     if voice.kind not in (voices_pb2.VOICE_KIND_CLONED, voices_pb2.VOICE_KIND_DESIGNED):
         problems.append(("voice.kind", "VOICE_KIND_CLONED or VOICE_KIND_DESIGNED"))
     if voice.clone_mode == voices_pb2.CLONE_MODE_UNSPECIFIED:
@@ -170,9 +169,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def CreateVoice(self, request: registry_pb2.CreateVoiceRequest, context) -> registry_pb2.CreateVoiceResponse:
         _check_tenant(request.tenant)
         problems = _create_violations(request.voice, request.assets)
+        if request.request_id and not REQUEST_ID_RE.fullmatch(request.request_id):
+            problems.append(("request_id", "1 to 128 letters, digits, '-' or '_'"))
         if problems:
             raise _invalid("INVALID_VOICE", problems)
-        voice = await self.store.create_voice(request.tenant, request.voice, request.assets)
+        voice = await self.store.create_voice(request.tenant, request.voice, request.assets,
+                                              request.request_id, request.request_digest)
         return registry_pb2.CreateVoiceResponse(voice=voice)
 
     async def GetVoice(self, request: registry_pb2.GetVoiceRequest, context) -> registry_pb2.GetVoiceResponse:
@@ -236,8 +238,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         _check_tenant(request.tenant)
         preview = request.preview
         problems = [(f"preview.{field}", f"at most {limit} characters")
-                    for field, limit in (("description", MAX_CHARS["description"]),
-                                         ("text", MAX_CHARS["transcript"]), ("language", MAX_CHARS["language"]))
+                    for field, limit in (("description", VOICE_FIELD_CHARS["description"]),
+                                         ("text", VOICE_FIELD_CHARS["transcript"]), ("language", VOICE_FIELD_CHARS["language"]))
                     if len(getattr(preview, field)) > limit]
         problems += _audio_violations(preview.audio_flac, preview.frames, "preview.audio_flac", "preview.frames")
         if problems:

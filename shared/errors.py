@@ -190,7 +190,9 @@ def to_rpc_status(exc: Exception) -> grpc.Status:
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str):
     """Log `exc` as it deserves and end the RPC with its rich status (raises AbortError)."""
-    if isinstance(exc, (ServiceError, ValueError)):
+    if isinstance(exc, MalformedRequest):
+        logger.warning("%s: %s", method, exc)  # one line, no traceback: the caller's fault
+    elif isinstance(exc, (ServiceError, ValueError)):
         logger.debug("%s failed: %s: %s", method, type(exc).__name__, exc)
     else:
         # Called from inside the handler's `except` block, so the traceback is the current one.
@@ -198,9 +200,52 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
     await context.abort_with_status(to_rpc_status(exc))
 
 
-def _wrap_unary_response(behavior, method: str):
+class MalformedRequest(InvalidArgument):
+    """Bytes that do not parse as the request message (bad protobuf, invalid UTF-8 in a string)."""
+
+    reason = "MALFORMED_REQUEST"
+
+
+class _Unparsed:
+    """What a request deserializer returns instead of raising (see `_lenient`)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def check(self):
+        raise MalformedRequest(f"the request message could not be parsed ({type(self.error).__name__})")
+
+
+def _lenient(deserializer):
+    """A request deserializer that returns `_Unparsed` where `deserializer` raises: gRPC would
+    otherwise answer UNKNOWN and log a traceback for every malformed message."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as error:  # DecodeError, or a UnicodeDecodeError for bad UTF-8
+            return _Unparsed(error)
+
+    return deserialize
+
+
+def _parsed(request):
+    if isinstance(request, _Unparsed):
+        request.check()
+    return request
+
+
+async def _parsed_stream(requests):
+    async for request in requests:
+        yield _parsed(request)
+
+
+def _wrap_unary_response(behavior, method: str, streaming_request: bool):
     async def wrapper(request, context):
         try:
+            request = _parsed_stream(request) if streaming_request else _parsed(request)
             result = behavior(request, context)
             return await result if inspect.isawaitable(result) else result
         except grpc.aio.AbortError:
@@ -211,13 +256,14 @@ def _wrap_unary_response(behavior, method: str):
     return wrapper
 
 
-def _wrap_stream_response(behavior, method: str):
+def _wrap_stream_response(behavior, method: str, streaming_request: bool):
     # An async generator around the handler's async generator: the style the OpenTelemetry aio
     # interceptor supports, and the only one grpc.aio runs on the event loop (it checks
     # `inspect.isasyncgenfunction`; any other callable is run as a sync generator in its thread
     # pool). A `context.write` coroutine handler fails here, reported as INTERNAL and logged.
     async def wrapper(request, context):
         try:
+            request = _parsed_stream(request) if streaming_request else _parsed(request)
             responses = behavior(request, context)
             _cancel_when_abandoned(responses, context)
             async for response in responses:
@@ -287,16 +333,20 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         codecs = dict(
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(handler.unary_unary, method), **codecs)
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary_response(handler.unary_unary, method, False), **codecs)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream_response(handler.unary_stream, method), **codecs)
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_response(handler.unary_stream, method, False), **codecs)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary_response(handler.stream_unary, method), **codecs)
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream_response(handler.stream_stream, method), **codecs)
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary_response(handler.stream_unary, method, True), **codecs)
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream_response(handler.stream_stream, method, True), **codecs)
 
 
 def error_details(
@@ -326,28 +376,48 @@ def error_details(
 
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, Aborted,
                                       ResourceExhausted, Unavailable, DeadlineExceeded, Unauthenticated,
-                                      PermissionDenied)}
+                                      PermissionDenied, Internal)}
+
+# What grpc.aio reports when a client's write races the end of its stream: the peer's real status
+# is overwritten (grpc/grpc#36066). Between our services it means the peer ended the stream, which
+# the caller can only retry.
+_LOST_STATUS_DETAILS = "Internal error from Core"
 
 
-def from_rpc_error(rpc_error: grpc.RpcError, what: str, fields: Mapping[str, str] | None = None) -> ServiceError:
-    """A failed downstream call as the error to give our own caller: the same code, reason and
-    message, with BadRequest field paths renamed by `fields` (downstream path -> ours; a
-    downstream path not listed is kept). `what` names the downstream ("the generator") in
-    messages about failures that carry no rich status (connection refused, ...). Codes that
-    would blame our caller for our own fault (UNIMPLEMENTED, UNKNOWN, ...) become INTERNAL."""
+def dependency_unavailable(dependency: str) -> Unavailable:
+    """UNAVAILABLE naming the dependency (reason CODEC_UNAVAILABLE, ...): retry later."""
+    return Unavailable(f"the {dependency} is unavailable; retry later",
+                       reason=f"{dependency.upper()}_UNAVAILABLE", metadata={"dependency": dependency})
+
+
+def from_rpc_error(rpc_error: grpc.RpcError, dependency: str,
+                   fields: Mapping[str, str] | None = None) -> ServiceError:
+    """A failed call to `dependency` ("codec", "generator", "registry") as the error to give our
+    own caller: the same code, reason and message, with BadRequest field paths renamed by `fields`
+    (downstream path -> ours; a path not listed is kept).
+
+    A failure that carries no status of ours is the transport's: the dependency is down,
+    restarting, went away mid-stream, or ended the stream while we wrote to it (the grpc#36066
+    INTERNAL). All of those are UNAVAILABLE with reason `<DEPENDENCY>_UNAVAILABLE`, which clients
+    retry; the transport's details (internal addresses) only go to the debug log. Codes that would
+    blame our caller for a fault of ours (UNIMPLEMENTED, UNKNOWN, ...) become INTERNAL."""
     code, info, bad_request = error_details(rpc_error)
+    ours = info is not None and info.domain == DOMAIN
+    if not ours and (code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+                     or (code == grpc.StatusCode.INTERNAL and rpc_error.details() == _LOST_STATUS_DETAILS)):
+        logger.debug("the %s failed: %s %s", dependency, code.name, rpc_error.details())
+        return dependency_unavailable(dependency)
     cls = _BY_CODE.get(code)
-    if cls is None:
-        logger.error("%s failed: %s %s", what, code.name, rpc_error.details())
+    if cls is None or (cls is Internal and not ours):
+        logger.error("the %s failed: %s %s", dependency, code.name, rpc_error.details())
         return Internal()
-    reason = info.reason if info is not None and info.domain == DOMAIN else None
     message = rpc_error.details() or code.name
-    if reason is None:  # a transport failure, not an answer from our service
-        message = f"{what}: {message}"
-    metadata = dict(info.metadata) if reason is not None else None
+    if not ours:  # e.g. a deadline that expired in transit
+        return cls(f"the {dependency}: {message}")
+    metadata = dict(info.metadata)
     if cls is InvalidArgument:
         renamed = {} if fields is None else fields
         violations = [(renamed.get(v.field, v.field), v.description)
                       for v in (bad_request.field_violations if bad_request else ())]
-        return InvalidArgument(message, violations, reason=reason, metadata=metadata)
-    return cls(message, reason=reason, metadata=metadata)
+        return InvalidArgument(message, violations, reason=info.reason, metadata=metadata)
+    return cls(message, reason=info.reason, metadata=metadata)

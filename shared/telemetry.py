@@ -16,28 +16,34 @@ Traces cross process boundaries as W3C ``traceparent`` metadata, injected by the
 interceptors and extracted by the server interceptor, so one request is one trace across the
 gateway, generator, codec and registry.
 
-Pitfall (open-telemetry/opentelemetry-python-contrib#3066): the contrib aio server interceptor
-iterates streaming handlers with ``async for``, so streaming handlers must be async generators;
-the ``await context.write(...)`` style fails with UNKNOWN. ``grpc_health``'s aio ``Watch`` is
-written that way, which is one reason health is never traced (the other: probe noise).
+Server spans come from our own small interceptor (``ServerTracing``), client spans from
+opentelemetry-instrumentation-grpc. The contrib aio *server* interceptor keeps the span's context
+attached across every ``yield`` of a streaming handler; when gRPC abandons a cancelled stream at a
+yield, the generator is closed later from another context, and every cancelled stream logged
+"Failed to detach context" (a ValueError). ``ServerTracing`` attaches the context only while the
+handler runs, one step at a time.
+
+Streaming handlers must be async generators (as the contrib interceptor required too,
+open-telemetry/opentelemetry-python-contrib#3066): the ``await context.write(...)`` style is not
+traced correctly. ``grpc_health``'s aio ``Watch`` is written that way, which is one reason health
+is never traced (the other: probe noise).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
 import sys
 from typing import IO, Any
 
+import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.instrumentation.grpc import (
-    aio_client_interceptors,
-    aio_server_interceptor,
-    filters,
-)
-from opentelemetry.propagate import set_global_textmap
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
+from opentelemetry.propagate import extract, set_global_textmap
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -128,9 +134,126 @@ def _traced_rpcs():
 
 
 def server_interceptors(tracer_provider: TracerProvider | None = None) -> list:
-    """The OpenTelemetry aio server interceptor (health and reflection excluded), as a list
-    to pass to ``GrpcServer(interceptors=...)``. ``None`` means the global provider."""
-    return [aio_server_interceptor(tracer_provider=tracer_provider, filter_=_traced_rpcs())]
+    """The tracing server interceptor (health and reflection excluded), as a list to pass to
+    ``GrpcServer(interceptors=...)``. ``None`` means the global provider."""
+    return [ServerTracing(tracer_provider)]
+
+
+# Status codes that mark a server span as failed (OpenTelemetry's semantic conventions for gRPC).
+_SERVER_ERRORS = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
+                  grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS}
+
+
+class _StatusRecorder:
+    """A servicer context that remembers the status a handler ends its RPC with."""
+
+    def __init__(self, context: grpc.aio.ServicerContext):
+        self._context = context
+        self.code = grpc.StatusCode.OK
+        self.details = ""
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+    async def abort(self, code, details="", trailing_metadata=()):
+        self.code, self.details = code, details
+        await self._context.abort(code, details, trailing_metadata)
+
+    async def abort_with_status(self, status):
+        self.code, self.details = status.code, status.details
+        await self._context.abort_with_status(status)
+
+    def set_code(self, code):
+        self.code = code
+        self._context.set_code(code)
+
+    def set_details(self, details):
+        self.details = details
+        self._context.set_details(details)
+
+
+class ServerTracing(grpc.aio.ServerInterceptor):
+    """One SERVER span per RPC (health and reflection aside), the child of the caller's span
+    (W3C ``traceparent`` metadata); named after the method, with the rpc.* attributes and the
+    gRPC status. The span is current while the handler runs, so its logs carry the trace id and
+    its calls to other services continue the trace (see the module docstring)."""
+
+    def __init__(self, tracer_provider: TracerProvider | None = None):
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        service, _, name = method.lstrip("/").partition("/")
+        if handler is None or service in UNTRACED_SERVICES:
+            return handler
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        codecs = dict(request_deserializer=handler.request_deserializer,
+                      response_serializer=handler.response_serializer)
+        if handler.unary_unary or handler.stream_unary:
+            behavior = self._unary(handler.unary_unary or handler.stream_unary, method, attributes)
+            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        else:
+            behavior = self._streaming(handler.unary_stream or handler.stream_stream, method, attributes)
+            factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return factory(behavior, **codecs)
+
+    def _start(self, method: str, attributes: dict, context) -> tuple[trace.Span, otel_context.Context]:
+        parent = extract({item.key: item.value for item in context.invocation_metadata() or ()})
+        span = self._tracer.start_span(method, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes)
+        return span, trace.set_span_in_context(span, parent)
+
+    @staticmethod
+    def _end(span: trace.Span, status: _StatusRecorder, error: BaseException | None) -> None:
+        code = status.code
+        if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+            code = grpc.StatusCode.CANCELLED
+        elif error is not None and not isinstance(error, grpc.aio.AbortError):
+            code = grpc.StatusCode.UNKNOWN
+            span.record_exception(error)
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code in _SERVER_ERRORS:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, f"{code.name}: {status.details}"))
+        span.end()
+
+    def _unary(self, behavior, method: str, attributes: dict):
+        async def traced(request, context):
+            span, ctx = self._start(method, attributes, context)
+            status, error = _StatusRecorder(context), None
+            token = otel_context.attach(ctx)
+            try:
+                return await behavior(request, status)
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                otel_context.detach(token)
+                self._end(span, status, error)
+
+        return traced
+
+    def _streaming(self, behavior, method: str, attributes: dict):
+        async def traced(request, context):
+            span, ctx = self._start(method, attributes, context)
+            status, error = _StatusRecorder(context), None
+            responses = behavior(request, status)
+            try:
+                while True:
+                    token = otel_context.attach(ctx)
+                    try:
+                        response = await anext(responses)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        otel_context.detach(token)
+                    yield response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                self._end(span, status, error)
+
+        return traced
 
 
 def client_interceptors(tracer_provider: TracerProvider | None = None) -> list:

@@ -13,6 +13,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from qwentts.v1 import voices_pb2
 from services.generator.prompts import PromptError
 from shared.errors import (
     DOMAIN,
@@ -87,6 +88,13 @@ class Handlers:
                 raise InvalidArgument("bad chunk", [("input.text", "bad chunk")])
             yield b"echo:" + request
 
+    async def parsed(self, request: voices_pb2.GetVoiceRequest, context) -> bytes:
+        return request.voice_id.encode()
+
+    async def parsed_bidi(self, requests, context):
+        async for request in requests:
+            yield request.voice_id.encode()
+
 
 @pytest_asyncio.fixture
 async def served():
@@ -100,6 +108,11 @@ async def served():
             "Stream": grpc.unary_stream_rpc_method_handler(handlers.stream),
             "Upload": grpc.stream_unary_rpc_method_handler(handlers.upload),
             "Bidi": grpc.stream_stream_rpc_method_handler(handlers.bidi),
+            # Protobuf requests, to send malformed bytes to.
+            "Parsed": grpc.unary_unary_rpc_method_handler(
+                handlers.parsed, request_deserializer=voices_pb2.GetVoiceRequest.FromString),
+            "ParsedBidi": grpc.stream_stream_rpc_method_handler(
+                handlers.parsed_bidi, request_deserializer=voices_pb2.GetVoiceRequest.FromString),
         },
     )
     server = grpc.aio.server(interceptors=[ErrorInterceptor()])
@@ -322,6 +335,39 @@ async def test_from_rpc_error_on_a_transport_failure_names_the_downstream():
     async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:  # nothing listens on port 1
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await channel.unary_unary("/x.Y/Z")(b"", timeout=5)
-    error = from_rpc_error(info.value, "the codec")
-    assert isinstance(error, Unavailable) and error.reason == "UNAVAILABLE"
-    assert error.message.startswith("the codec: ")
+    error = from_rpc_error(info.value, "codec")
+    assert isinstance(error, Unavailable) and error.reason == "CODEC_UNAVAILABLE"
+    assert error.metadata == {"dependency": "codec"}
+    assert "127.0.0.1" not in error.message  # transport details stay in the log
+
+
+# ----- malformed requests -----
+
+MALFORMED = [
+    b"\xff\xff\xff",  # not protobuf at all
+    b"\x0a\x02\xff\xfe",  # field 1 (a string) holding invalid UTF-8
+]
+
+
+@pytest.mark.asyncio
+async def test_malformed_requests_are_invalid_argument_with_one_log_line(served, caplog):
+    channel, _ = served
+    parsed = channel.unary_unary(f"/{SERVICE}/Parsed")
+    bidi = channel.stream_stream(f"/{SERVICE}/ParsedBidi")
+    good = voices_pb2.GetVoiceRequest(voice_id="v1").SerializeToString()
+    caplog.set_level(logging.DEBUG)
+    for data in MALFORMED:
+        caplog.clear()
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await parsed(data, timeout=5)
+        code, info, _ = error_details(raised.value)
+        assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in bidi(iter([good, data]), timeout=5):
+                pass
+        code, info, _ = error_details(raised.value)
+        assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
+        records = [r for r in caplog.records if r.levelno >= logging.INFO]
+        assert len(records) == 2, [r.getMessage() for r in records]  # one line per request
+        assert not any(r.exc_info for r in records)  # and no traceback
+    assert await parsed(good, timeout=5) == b"v1"

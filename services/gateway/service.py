@@ -33,8 +33,9 @@ from qwentts.registry.v1 import registry_pb2_grpc
 from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc, voices_pb2_grpc
 from shared.client import open_channel
 from shared.config import ConfigError, Problem, env
-from shared.errors import InvalidArgument, ServiceError, from_rpc_error
+from shared.errors import InvalidArgument, ServiceError, dependency_unavailable, from_rpc_error
 from shared.frames import array_to_frames, frames_to_array
+from shared.limits import MAX_DESCRIPTION_CHARS, MAX_ID_CHARS, MAX_INSTRUCT_CHARS, MAX_TEXT_CHARS, sampling_problem
 from shared.service import ProcessConfig, Registration
 
 from .audio_out import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, MODEL_SAMPLE_RATE, AudioWriter
@@ -62,7 +63,7 @@ class GatewayConfig(ProcessConfig):
     # Frames per audio chunk: the first chunk is small so audio starts early, later ones larger
     # (fewer, cheaper codec calls); the last number repeats.
     chunk_schedule: tuple[str, ...] = env("GATEWAY_CHUNK_SCHEDULE", default=("1", "2", "4", "8"))
-    max_text_chars: int = env("GATEWAY_MAX_TEXT_CHARS", default=10_000, min=1)
+    max_text_chars: int = env("GATEWAY_MAX_TEXT_CHARS", default=MAX_TEXT_CHARS, min=1)
     max_audio_seconds: float = env("GATEWAY_MAX_AUDIO_SECONDS", default=300.0, min=1)
     # How long to wait at start for every generator pool to answer DescribeModel.
     discovery_timeout_seconds: float = env("GATEWAY_DISCOVERY_TIMEOUT_SECONDS", default=120.0, min=1)
@@ -119,17 +120,24 @@ class Synthesis:
         self.characters_consumed = 0
         self.frames = 0
         self._input_error: ServiceError | None = None
-        self._generate = None
 
-    async def _generate_requests(self, texts: AsyncIterator[tuple[str, bool]]):
-        yield generator_pb2.GenerateRequest(config=self.generate_config)
+    async def _send_text(self, generate, texts: AsyncIterator[tuple[str, bool]]) -> None:
+        """Writes the config, then the text as it arrives, then half-closes (a task of `run`).
+
+        Written with `write()` rather than handed to gRPC as a request iterator: gRPC would consume
+        it in a task of its own that nobody awaits ("Task was destroyed but it is pending!" for
+        every stream whose generator died)."""
         try:
+            await generate.write(generator_pb2.GenerateRequest(config=self.generate_config))
             async for text, flush in texts:
                 self.characters_received += len(text)
-                yield generator_pb2.GenerateRequest(text=generator_pb2.TextChunk(text=text, flush=flush))
+                await generate.write(generator_pb2.GenerateRequest(text=generator_pb2.TextChunk(text=text, flush=flush)))
+            await generate.done_writing()
         except ServiceError as error:  # bad client input: end the call, report it as this RPC's error
             self._input_error = error
-            self._generate.cancel()
+            generate.cancel()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the call has ended: `run` reads its status
 
     async def _use_saved_voice(self) -> None:
         voice = await self.gateway.catalogue.voice_for_synthesis(
@@ -160,26 +168,23 @@ class Synthesis:
             await self._use_saved_voice()
         self.pool.check_language(self.generate_config.language)
         timeout = self.context.time_remaining()  # None without a deadline
-        self._generate = self.pool.stub.Generate(self._generate_requests(texts), timeout=timeout)
-        to_codec: asyncio.Queue = asyncio.Queue()
-
-        async def decode_requests():
-            while (frames := await to_codec.get()) is not None:
-                yield codec_pb2.StreamDecodeRequest(frames=array_to_frames(frames))
-
-        decode = self.gateway.codec.StreamDecode(decode_requests(), timeout=timeout)
-        decoded = decode.__aiter__()
+        generate = self.pool.stub.Generate(timeout=timeout)
+        decode = self.gateway.codec.StreamDecode(timeout=timeout)
+        sender = asyncio.create_task(self._send_text(generate, texts))
         schedule = self.gateway.config.chunk_frames
         pending: list[np.ndarray] = []
         chunks = 0
         finish = tts_pb2.FINISH_REASON_UNSPECIFIED
 
         async def decoded_samples(frames: np.ndarray) -> np.ndarray:
-            to_codec.put_nowait(frames)
             try:
-                response = await decoded.__anext__()
+                with contextlib.suppress(asyncio.InvalidStateError):  # it has ended: read() raises why
+                    await decode.write(codec_pb2.StreamDecodeRequest(frames=array_to_frames(frames)))
+                response = await decode.read()
             except grpc.aio.AioRpcError as error:
-                raise from_rpc_error(error, "the codec") from None
+                raise from_rpc_error(error, "codec") from None
+            if response is grpc.aio.EOF:
+                raise dependency_unavailable("codec")  # it ended the stream without a status
             return np.frombuffer(response.audio.samples_f32le, dtype="<f4")
 
         async def audio_chunk(frames: np.ndarray) -> tts_pb2.AudioChunk:
@@ -199,7 +204,7 @@ class Synthesis:
                 # An in-context clone continues its reference: the codec decodes the reference
                 # frames first, and their audio (exactly 1920 samples a frame) is dropped.
                 await decoded_samples(self.reference_frames)
-            async for response in self._generate:
+            async for response in generate:
                 if response.frames.num_frames:
                     pending.append(frames_to_array(response.frames))
                     self.frames += response.frames.num_frames
@@ -215,26 +220,27 @@ class Synthesis:
                     finish = FINISH_REASONS.get(response.finish_reason, tts_pb2.FINISH_REASON_UNSPECIFIED)
             if pending:
                 yield "audio", await audio_chunk(np.concatenate(pending))
-            to_codec.put_nowait(None)
-            try:
-                async for _ in decoded:  # wait for the codec's status (and let its span end)
+            try:  # half-close and wait for the codec's status (and let its span end)
+                await decode.done_writing()
+                if await decode.read() is not grpc.aio.EOF:
                     raise RuntimeError("the codec answered a decode request that was never sent")
             except grpc.aio.AioRpcError as error:
-                raise from_rpc_error(error, "the codec") from None
+                raise from_rpc_error(error, "codec") from None
             start = self.writer.samples_written
             tail = self.writer.finish()
             if tail:
                 yield "audio", self._chunk(tail, chunks, start)
             yield "summary", self._summary(finish)
         except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error, "the generator", GENERATOR_FIELDS) from None
+            raise from_rpc_error(error, "generator", GENERATOR_FIELDS) from None
         except asyncio.CancelledError:
             if self._input_error is not None:  # we cancelled the generator call ourselves
                 raise self._input_error from None
             raise
         finally:
-            self._generate.cancel()  # no-ops once the calls are done
-            decode.cancel()
+            sender.cancel()
+            await _end_call(generate)
+            await _end_call(decode)
 
     def _chunk(self, data: bytes, sequence: int, start_sample: int) -> tts_pb2.AudioChunk:
         rate = self.writer.sample_rate
@@ -263,9 +269,10 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
     def check_config(self, config: tts_pb2.SynthesisConfig, field: str = "config") -> None:
         """Raise InvalidArgument naming the bad fields; `field` is the config's path ("" for the top level).
 
-        The generator checks the config too, but a config it refuses while the gateway is still
-        sending text can lose its status to a grpc.aio race (grpc/grpc#36066: the client sees
-        INTERNAL), so what clients commonly get wrong is refused here first."""
+        Everything the generator would refuse, and every bound on the work a request may cause
+        (shared/limits.py), is checked here before any model work. (A config the generator
+        refuses while the gateway is still sending text could also lose its status to a grpc.aio
+        race, grpc/grpc#36066.)"""
         violations = []
         prefix = f"{field}." if field else ""
         fmt = config.output_format
@@ -281,12 +288,19 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             violations.append((f"{prefix}predictor_sampling.repetition_penalty",
                                "the code predictor has no repetition penalty"))
         for name in ("sampling", "predictor_sampling"):
-            sampling = getattr(config, name)
-            for value_name, ok, expected in (("temperature", lambda v: v > 0, "> 0"),
-                                             ("top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
-                                             ("repetition_penalty", lambda v: v > 0, "> 0")):
-                if sampling.HasField(value_name) and not ok(getattr(sampling, value_name)):
-                    violations.append((f"{prefix}{name}.{value_name}", f"must be {expected}"))
+            for value_field, value in getattr(config, name).ListFields():
+                problem = sampling_problem(value_field.name, value)
+                if problem:
+                    violations.append((f"{prefix}{name}.{value_field.name}", problem))
+        voice = config.voice
+        for path, value, limit in (("instruct", config.instruct, MAX_INSTRUCT_CHARS),
+                                   ("voice.design_description", voice.design_description, MAX_DESCRIPTION_CHARS),
+                                   ("voice.voice_id", voice.voice_id, MAX_ID_CHARS),
+                                   ("voice.preset_speaker", voice.preset_speaker, MAX_ID_CHARS),
+                                   ("model", config.model, MAX_ID_CHARS),
+                                   ("language", config.language, MAX_ID_CHARS)):
+            if len(value) > limit:
+                violations.append((f"{prefix}{path}", f"has {len(value)} characters; at most {limit} are accepted"))
         if violations:
             raise InvalidArgument("invalid synthesis config: " + "; ".join(f"{f}: {d}" for f, d in violations),
                                   violations, reason="INVALID_CONFIG")
@@ -378,6 +392,18 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
 
 async def _once(text: str):
     yield text, False
+
+
+async def _end_call(call) -> None:
+    """Cancel a streaming call, and let go of gRPC's task that feeds it our writes.
+
+    Behind client interceptors, gRPC passes `write()`s to the RPC through a queue that a task of its
+    own reads, and nothing ends that task when the call fails on the other side: every stream
+    whose codec or generator died left one behind ("Task was destroyed but it is pending!").
+    Half-closing an ended call ends it."""
+    if not call.cancel():  # it had already ended
+        with contextlib.suppress(Exception):
+            await call.done_writing()
 
 
 @contextlib.asynccontextmanager

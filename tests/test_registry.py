@@ -169,10 +169,12 @@ def assert_error(error: BaseException, code: grpc.StatusCode, reason: str, field
         assert [v.field for v in bad_request.field_violations] == fields
 
 
-async def expect_error(call, code: grpc.StatusCode, reason: str, fields: list[str] | None = None) -> None:
+async def expect_error(call, code: grpc.StatusCode, reason: str,
+                       fields: list[str] | None = None) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call
     assert_error(raised.value, code, reason, fields)
+    return raised.value
 
 
 async def tenant_keys(client: aioredis.Redis, tenant: str) -> set[bytes]:
@@ -547,6 +549,12 @@ BAD_REQUESTS = {
                        NOT_FOUND, "VOICE_NOT_FOUND", None),
     "get malformed id": (lambda v: ("GetVoice", registry_pb2.GetVoiceRequest(tenant=TENANT, voice_id="../*")),
                          NOT_FOUND, "VOICE_NOT_FOUND", None),
+    # The message quotes a short prefix only, and the trailers do not overflow (RESOURCE_EXHAUSTED).
+    "get a 10k-character id": (lambda v: ("GetVoice", registry_pb2.GetVoiceRequest(tenant=TENANT, voice_id="x" * 10_000)),
+                               NOT_FOUND, "VOICE_NOT_FOUND", None),
+    "create with a bad request id": (lambda v: ("CreateVoice", registry_pb2.CreateVoiceRequest(
+        tenant=TENANT, voice=make_voice("rid"), assets=make_assets(flac_bytes=10, frames=1), request_id="a b")),
+        INVALID, "INVALID_VOICE", ["request_id"]),
     "bad page token": (lambda v: ("ListVoices", registry_pb2.ListVoicesRequest(tenant=TENANT, page_token="x!y")),
                        INVALID, "INVALID_PAGE_TOKEN", ["page_token"]),
     "mask of kind": (lambda v: ("UpdateVoice", update_request(v, ["name", "kind"], name="y")), INVALID,
@@ -590,6 +598,39 @@ async def test_bad_requests_get_their_code_reason_and_fields(registry):
         except AssertionError as error:
             raise AssertionError(f"case {case!r}: {error}") from None
     assert (await get(stub, voice.voice_id)).voice == voice  # unchanged, and the server still serves
+
+
+async def test_a_taken_name_says_which_voice_has_it(registry):
+    first = await create(registry.stub, "taken", small=True)
+    error = await expect_error(create(registry.stub, "taken", small=True), grpc.StatusCode.ALREADY_EXISTS,
+                               "VOICE_NAME_TAKEN")
+    assert error_details(error)[1].metadata["voiceId"] == first.voice_id
+
+
+async def test_request_ids_make_creates_safe_to_retry(registry):
+    stub = registry.stub
+
+    def request(name: str, request_id: str, digest: bytes, tenant: str = TENANT):
+        return registry_pb2.CreateVoiceRequest(tenant=tenant, voice=make_voice(name), assets=make_assets(frames=2),
+                                               request_id=request_id, request_digest=digest)
+
+    first = (await stub.CreateVoice(request("retried", "req-1", b"d1"), timeout=30)).voice
+    # A retry (same id, same content) is answered with the voice the first call created.
+    again = (await stub.CreateVoice(request("retried", "req-1", b"d1"), timeout=30)).voice
+    assert again == first
+    # The same id with other content is refused; another tenant's ids are its own.
+    await expect_error(stub.CreateVoice(request("other", "req-1", b"d2"), timeout=30), INVALID, "REQUEST_ID_REUSED",
+                       ["request_id"])
+    other_tenant = (await stub.CreateVoice(request("retried", "req-1", b"d1", tenant=OTHER), timeout=30)).voice
+    assert other_tenant.voice_id != first.voice_id
+    # Without an id, the name is taken.
+    await expect_error(stub.CreateVoice(request("retried", "", b""), timeout=30), grpc.StatusCode.ALREADY_EXISTS,
+                       "VOICE_NAME_TAKEN")
+    # Deleted since: the id creates a new voice.
+    await stub.DeleteVoice(registry_pb2.DeleteVoiceRequest(tenant=TENANT, voice_id=first.voice_id), timeout=30)
+    recreated = (await stub.CreateVoice(request("retried", "req-1", b"d1"), timeout=30)).voice
+    assert recreated.voice_id != first.voice_id
+    assert (await stub.CreateVoice(request("retried", "req-1", b"d1"), timeout=30)).voice == recreated
 
 
 async def test_voice_limit_per_tenant(redis_server):

@@ -63,6 +63,12 @@ def test_api_keys():
             tenancy.tenant(_Context(*metadata))
         assert raised.value.reason == "API_KEY_INVALID"
     assert Tenancy({}).tenant(_Context()) == "default"
+    # More than one credential is refused, whichever they are: which should win is not for us to guess.
+    for metadata in [(("x-api-key", "k1"), ("x-api-key", "k2")), (("x-api-key", "k1"), ("authorization", "Bearer k2")),
+                     (("x-api-key", "k1"), ("authorization", "Bearer k1")), (("x-api-key", "k1"), ("authorization", "k2"))]:
+        with pytest.raises(Unauthenticated) as raised:
+            tenancy.tenant(_Context(*metadata))
+        assert raised.value.reason == "AMBIGUOUS_CREDENTIALS"
     for bad in [("k1",), ("k1:",), (":t",), ("k1:a", "k1:b")]:
         with pytest.raises(ValueError):
             parse_api_keys(bad)
@@ -85,9 +91,11 @@ def test_page_tokens():
     assert _read_page_token("") == ("presets", "0")
     assert _read_page_token(_page_token("presets", 9)) == ("presets", "9")
     assert _read_page_token(_page_token("saved", "abc")) == ("saved", "abc")
-    for bad in ["x", "!!!", _page_token("presets", "x"), _page_token("other", "1")]:
-        with pytest.raises(InvalidArgument):
+    for bad in ["x", "!!!", _page_token("presets", "x"), _page_token("other", "1"), _page_token("presets", "²"),
+                "A" * 100_000]:
+        with pytest.raises(InvalidArgument) as raised:
             _read_page_token(bad)
+        assert raised.value.reason == "INVALID_PAGE_TOKEN"
 
 
 # ----- the cluster -----
@@ -316,6 +324,14 @@ def test_bad_reference_audio(voices):
                                     timeout=60), "DESCRIPTION_REQUIRED", "description"),
         (lambda: voices.DesignVoice(voices_pb2.DesignVoiceRequest(description="deep"), metadata=key("tenant-a"),
                                     timeout=60), "EMPTY_TEXT", "preview_text"),
+        # Refused before a preview is rendered.
+        (lambda: voices.DesignVoice(voices_pb2.DesignVoiceRequest(description="deep " * 20_000, preview_text="Hi."),
+                                    metadata=key("tenant-a"), timeout=60), "DESCRIPTION_TOO_LONG", "description"),
+        (lambda: create(voices, "N" * 101, reference_wav(2.0)), "INVALID_VOICE", "name"),
+        (lambda: create(voices, "Tags", reference_wav(2.0), tags=["t" * 65]), "INVALID_VOICE", "tags[0]"),
+        (lambda: create(voices, "Rid", reference_wav(2.0), request_id="not a uuid!"), "INVALID_VOICE", "request_id"),
+        (lambda: voices.GetVoice(voices_pb2.GetVoiceRequest(voice_id="v" * 10_000), metadata=key("tenant-a"),
+                                 timeout=60), "INVALID_ID", "voice_id"),
     ]
     for call, reason, field_path in cases:
         expect_error(call, invalid, reason, field_path)
@@ -325,6 +341,16 @@ def test_bad_reference_audio(voices):
         content=pcm, pcm_sample_rate_hz=RATE))
     reply = voices.CreateVoice(request, metadata=key("tenant-a"), timeout=120)
     assert reply.voice.reference_seconds == pytest.approx(1.5)
+
+
+def test_request_ids_make_create_voice_safe_to_retry(voices):
+    wav = reference_wav(2.0, seed=5)
+    first = create(voices, "Retried", wav, request_id="4f1c2a9e-retry").voice
+    # The retry of a call whose outcome was unknown: the same voice, not VOICE_NAME_TAKEN.
+    assert create(voices, "Retried", wav, request_id="4f1c2a9e-retry").voice == first
+    expect_error(lambda: create(voices, "Retried", wav), grpc.StatusCode.ALREADY_EXISTS, "VOICE_NAME_TAKEN")
+    expect_error(lambda: create(voices, "Other content", wav, request_id="4f1c2a9e-retry"),
+                 grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED", "request_id")
 
 
 # ----- synthesis with saved voices -----

@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +44,8 @@ from qwentts.registry.v1 import registry_pb2, registry_pb2_grpc
 from qwentts.v1 import audio_pb2, tts_pb2, voices_pb2, voices_pb2_grpc
 from shared.audio import decode_audio, encode_flac
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, from_rpc_error
+from shared.limits import (MAX_DESCRIPTION_CHARS, MAX_ID_CHARS, MAX_PAGE_TOKEN_CHARS, MAX_TAG_CHARS, MAX_TAGS,
+                           MAX_TRANSCRIPT_CHARS, VOICE_FIELD_CHARS, quote)
 from shared.frames import array_to_frames, array_to_samples, frames_to_array, samples_to_array
 
 from .audio_out import MODEL_SAMPLE_RATE
@@ -52,7 +56,7 @@ if TYPE_CHECKING:
 
 MAX_REFERENCE_BYTES = 10_000_000
 MIN_REFERENCE_SECONDS, SHORT_REFERENCE_SECONDS, MAX_REFERENCE_SECONDS = 1.0, 3.0, 60.0
-MAX_TRANSCRIPT_CHARS = 2000
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # as the registry's
 VOICE_CACHE_SIZE = 256  # resolved voices kept per gateway (frames and embeddings: ~50 kB each)
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 
@@ -63,14 +67,14 @@ DESIGN_FIELDS = {"config.voice.design_description": "description", "config.langu
                  "config.instruct": "description", "text": "preview_text"}
 
 
-async def _call(method, request, context: grpc.aio.ServicerContext, what: str,
+async def _call(method, request, context: grpc.aio.ServicerContext, dependency: str,
                 fields: dict[str, str] | None = None):
     """`await method(request)` within the client's deadline, a failure passed on as our own error
     (`from_rpc_error`)."""
     try:
         return await method(request, timeout=context.time_remaining())
     except grpc.aio.AioRpcError as error:
-        raise from_rpc_error(error, what, fields) from None
+        raise from_rpc_error(error, dependency, fields) from None
 
 
 def _renamed(error: InvalidArgument, rename: Callable[[str], str]) -> InvalidArgument:
@@ -80,12 +84,42 @@ def _renamed(error: InvalidArgument, rename: Callable[[str], str]) -> InvalidArg
 
 
 def voice_not_found(voice_id: str, field: str = "voice_id") -> NotFound:
-    return NotFound(f"no voice {voice_id!r}", reason="VOICE_NOT_FOUND", metadata={"field": field})
+    return NotFound(f"no voice {quote(voice_id)}", reason="VOICE_NOT_FOUND", metadata={"field": field})
+
+
+def check_id(value: str, field: str) -> None:
+    """Ids longer than any we issue are refused before they reach a message, a log or a key."""
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidArgument(f"{field} has {len(value)} characters; ids have at most {MAX_ID_CHARS}",
+                              [(field, "too long")], reason="INVALID_ID")
+
+
+def _request_digest(request: voices_pb2.CreateVoiceRequest) -> bytes:
+    """What a retry with the same request_id must repeat: the request without its id."""
+    content = voices_pb2.CreateVoiceRequest()
+    content.CopyFrom(request)
+    content.ClearField("request_id")
+    return hashlib.sha256(content.SerializeToString(deterministic=True)).digest()
+
+
+def _voice_field_violations(request: voices_pb2.CreateVoiceRequest) -> list[tuple[str, str]]:
+    """CreateVoice's metadata checked against the registry's limits, before any model work."""
+    problems = [(field, f"at most {limit} characters") for field, limit in VOICE_FIELD_CHARS.items()
+                if len(getattr(request, field)) > limit]
+    if len(request.tags) > MAX_TAGS:
+        problems.append(("tags", f"at most {MAX_TAGS} tags"))
+    problems += [(f"tags[{i}]", f"1 to {MAX_TAG_CHARS} characters")
+                 for i, tag in enumerate(request.tags) if not 1 <= len(tag) <= MAX_TAG_CHARS]
+    if request.request_id and not REQUEST_ID_RE.fullmatch(request.request_id):
+        problems.append(("request_id", "1 to 128 letters, digits, '-' or '_' (a UUID, say)"))
+    if request.WhichOneof("source") == "preview_id" and len(request.preview_id) > MAX_ID_CHARS:
+        problems.append(("preview_id", "too long"))
+    return problems
 
 
 async def embed_speaker(pool: Pool, audio: np.ndarray, sample_rate: int, context) -> registry_pb2.SpeakerEmbedding:
     request = generator_pb2.EmbedSpeakerRequest(audio=array_to_samples(audio, sample_rate))
-    reply = await _call(pool.stub.EmbedSpeaker, request, context, "the generator", EMBED_FIELDS)
+    reply = await _call(pool.stub.EmbedSpeaker, request, context, "generator", EMBED_FIELDS)
     return registry_pb2.SpeakerEmbedding(values=reply.speaker_embedding)
 
 
@@ -120,7 +154,7 @@ class Catalogue:
     async def call(self, method: str, request, context):
         """The registry's `method`, its errors passed on."""
         self.check_available()
-        return await _call(getattr(self._registry, method), request, context, "the registry")
+        return await _call(getattr(self._registry, method), request, context, "registry")
 
     def forget(self, tenant: str, voice_id: str) -> None:
         self._cache.pop((tenant, voice_id), None)
@@ -181,11 +215,13 @@ def _read_page_token(token: str) -> tuple[str, str]:
     """("presets", offset) or ("saved", the registry's token); "" is the first page."""
     if not token:
         return "presets", "0"
-    try:
-        phase, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-    except (binascii.Error, UnicodeError, ValueError):
-        phase, value = "", ""
-    if phase == "saved" or (phase == "presets" and value.isdigit()):
+    phase = value = ""
+    if len(token) <= MAX_PAGE_TOKEN_CHARS:
+        try:
+            phase, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        except (binascii.Error, UnicodeError, ValueError):
+            pass
+    if phase == "saved" or (phase == "presets" and value.isascii() and value.isdigit()):
         return phase, value
     raise InvalidArgument("page_token is not one this service returned", [("page_token", "invalid")],
                           reason="INVALID_PAGE_TOKEN")
@@ -237,7 +273,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         known = {lang.lower() for pool in self.tts.router.pools if pool.model.model_type == "base"
                  for lang in pool.model.languages}
         if language and language.lower() != "auto" and known and language.lower() not in known:
-            raise InvalidArgument(f"unsupported language {language!r}; supported: auto, {', '.join(sorted(known))}",
+            raise InvalidArgument(f"unsupported language {quote(language)}; supported: auto, {', '.join(sorted(known))}",
                                   [("language", "not a language of the Base models")], reason="UNSUPPORTED_LANGUAGE")
 
     # ----- RPCs -----
@@ -249,6 +285,10 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         if len(request.transcript) > MAX_TRANSCRIPT_CHARS:
             raise InvalidArgument(f"the transcript has {len(request.transcript)} characters; the limit is "
                                   f"{MAX_TRANSCRIPT_CHARS}", [("transcript", "too long")], reason="TRANSCRIPT_TOO_LONG")
+        problems = _voice_field_violations(request)
+        if problems:
+            raise InvalidArgument("; ".join(f"{field}: {why}" for field, why in problems), problems,
+                                  reason="INVALID_VOICE")
         self._check_language(request.language)
         voice = voices_pb2.Voice(name=request.name, language=request.language, description=request.description,
                                  tags=request.tags, consent_statement=request.consent_statement)
@@ -277,7 +317,8 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
                             f"{SHORT_REFERENCE_SECONDS:g} s or more clone a voice better")
         try:
             created = await self.catalogue.call("CreateVoice", registry_pb2.CreateVoiceRequest(
-                tenant=tenant, voice=voice, assets=assets), context)
+                tenant=tenant, voice=voice, assets=assets, request_id=request.request_id,
+                request_digest=_request_digest(request) if request.request_id else b""), context)
         except InvalidArgument as error:  # the registry's paths are voice.name, ...; ours name, ...
             raise _renamed(error, lambda field: field.removeprefix("voice.")) from None
         return voices_pb2.CreateVoiceResponse(voice=created.voice, warnings=warnings)
@@ -289,7 +330,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
                                   "are accepted", [("reference_audio.content", "too large")], reason="AUDIO_TOO_LARGE")
         encoded = await _call(self.tts.codec.Encode, codec_pb2.EncodeRequest(
             content=audio.content, pcm_sample_rate_hz=audio.pcm_sample_rate_hz, pcm_channels=audio.pcm_channels),
-            context, "the codec", CODEC_FIELDS)
+            context, "codec", CODEC_FIELDS)
         samples, rate = samples_to_array(encoded.audio), encoded.audio.sample_rate_hz
         seconds = len(samples) / rate
         for too, bad, limit in (("short", seconds < MIN_REFERENCE_SECONDS, f"at least {MIN_REFERENCE_SECONDS:g}"),
@@ -308,6 +349,10 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         tenant = self._tenant(context)
         if not request.description.strip():
             raise InvalidArgument("describe the voice", [("description", "required")], reason="DESCRIPTION_REQUIRED")
+        if len(request.description) > MAX_DESCRIPTION_CHARS:  # checked before a preview is rendered
+            raise InvalidArgument(f"the description has {len(request.description)} characters; the limit is "
+                                  f"{MAX_DESCRIPTION_CHARS}", [("description", "too long")],
+                                  reason="DESCRIPTION_TOO_LONG")
         text = request.preview_text
         if not text.strip():
             raise self.tts.empty_text("preview_text")
@@ -339,6 +384,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
 
     async def GetVoice(self, request, context):
         tenant = self._tenant(context)
+        check_id(request.voice_id, "voice_id")
         voice = self._preset(request.voice_id) or (await self.catalogue.call("GetVoice", registry_pb2.GetVoiceRequest(
             tenant=tenant, voice_id=request.voice_id), context)).voice
         return voices_pb2.GetVoiceResponse(voice=voice)
@@ -374,6 +420,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
 
     async def UpdateVoice(self, request, context):
         tenant = self._tenant(context)
+        check_id(request.voice.voice_id, "voice.voice_id")
         self._check_writable(request.voice.voice_id)
         if "language" in request.update_mask.paths:
             self._check_language(request.voice.language)
@@ -383,6 +430,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
 
     async def DeleteVoice(self, request, context):
         tenant = self._tenant(context)
+        check_id(request.voice_id, "voice_id")
         self._check_writable(request.voice_id)
         await self.catalogue.call("DeleteVoice", registry_pb2.DeleteVoiceRequest(
             tenant=tenant, voice_id=request.voice_id, etag=request.etag), context)

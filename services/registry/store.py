@@ -9,6 +9,8 @@ Cluster hash tag, so that a tenant's keys share a slot and the scripts may touch
     qwentts:{T}:names           hash   voice name -> voice id (one voice per name)
     qwentts:{T}:voices          zset   every voice id, score 0: ZRANGE BYLEX lists them in id order
     qwentts:{T}:preview:<id>    string registry.v1.Preview bytes, with a TTL
+    qwentts:{T}:request:<rid>   hash   digest, voice: the voice a CreateVoice with request id <rid>
+                                       created (AIP-155), for REQUEST_TTL_SECONDS
 
 One hash holds a voice and all its assets, so a delete is one DEL and nothing can be left behind.
 Voice ids are 12 hex digits of the creation time in ms then 16 random hex digits: sorted as
@@ -23,7 +25,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from urllib.parse import quote
+from urllib.parse import quote as percent_encode
 
 import redis.asyncio as redis
 from google.protobuf import json_format, timestamp_pb2
@@ -31,11 +33,14 @@ from google.protobuf import json_format, timestamp_pb2
 from qwentts.codec.v1 import codec_pb2
 from qwentts.registry.v1 import registry_pb2
 from qwentts.v1 import voices_pb2
-from shared.errors import Aborted, AlreadyExists, NotFound, ResourceExhausted, Unavailable
+from shared.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from shared.limits import quote
 
 log = logging.getLogger(__name__)
 
 VOICE_ID_RE = re.compile(r"[0-9a-f]{28}")
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+REQUEST_TTL_SECONDS = 24 * 3600
 PREVIEW_ID_RE = re.compile(r"[A-Za-z0-9_-]{32}")  # secrets.token_urlsafe(24)
 EMBEDDING_PREFIX = "embedding:"
 
@@ -60,6 +65,10 @@ class VoiceLimitReached(ResourceExhausted):
     reason = "VOICE_LIMIT_REACHED"
 
 
+class RequestIdReused(InvalidArgument):
+    reason = "REQUEST_ID_REUSED"
+
+
 class RedisUnavailable(Unavailable):
     reason = "REDIS_UNAVAILABLE"
 
@@ -67,14 +76,27 @@ class RedisUnavailable(Unavailable):
 # Each script checks everything before its first write: Redis runs a script alone, and one that
 # fails before writing (or is refused for lack of memory at its first write) changes nothing.
 
-# KEYS: voice, names, voices. ARGV: id, name, max voices, then the voice hash's field/value pairs.
+# KEYS: voice, names, voices[, request]. ARGV: id, name, max voices, request digest, request TTL,
+# a stale voice id (see create_voice), then the voice hash's field/value pairs.
 _CREATE = """
-if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 'NAME_TAKEN' end
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[3]) then return 'LIMIT_REACHED' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if #KEYS == 4 then
+  local seen = redis.call('HMGET', KEYS[4], 'digest', 'voice')
+  if seen[1] and seen[2] ~= ARGV[6] then
+    if seen[1] ~= ARGV[4] then return {'REQUEST_ID_REUSED'} end
+    return {'REPLAY', seen[2]}
+  end
+end
+local holder = redis.call('HGET', KEYS[2], ARGV[2])
+if holder then return {'NAME_TAKEN', holder} end
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[3]) then return {'LIMIT_REACHED'} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
-return 'OK'
+if #KEYS == 4 then
+  redis.call('HSET', KEYS[4], 'digest', ARGV[4], 'voice', ARGV[1])
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+end
+return {'OK'}
 """
 
 # KEYS: voice, names. ARGV: id, expected etag, new name, new meta, new etag.
@@ -126,22 +148,30 @@ def _translate_redis_errors(method):
 
 
 def _voice_not_found(voice_id: str) -> VoiceNotFound:
-    return VoiceNotFound(f"voice {voice_id!r} not found", metadata={"voiceId": voice_id})
+    # The id goes into the metadata only when it is one (a caller's long string would overflow
+    # the trailers), and the message quotes at most a short prefix of it.
+    metadata = {"voiceId": voice_id} if VOICE_ID_RE.fullmatch(voice_id) else None
+    return VoiceNotFound(f"voice {quote(voice_id)} not found", metadata=metadata)
 
 
 def _etag_mismatch(voice_id: str) -> EtagMismatch:
-    return EtagMismatch(f"voice {voice_id!r} has changed since that etag; read it again",
+    return EtagMismatch(f"voice {quote(voice_id)} has changed since that etag; read it again",
                         metadata={"voiceId": voice_id})
 
 
-def _check(outcome: bytes, voice_id: str, name: str = "") -> None:
-    """Raise the error that a script's outcome stands for."""
+def _check(outcome: bytes, voice_id: str, name: str = "", holder: bytes | None = None) -> None:
+    """Raise the error that a script's outcome stands for (`holder`: the id of the voice that has
+    the name, when the script tells)."""
     if outcome == b"NOT_FOUND":
         raise _voice_not_found(voice_id)
     if outcome == b"ETAG_MISMATCH":
         raise _etag_mismatch(voice_id)
     if outcome == b"NAME_TAKEN":
-        raise VoiceNameTaken(f"there is already a voice named {name!r}")
+        raise VoiceNameTaken(f"there is already a voice named {quote(name)}",
+                             metadata={"voiceId": holder.decode()} if holder else None)
+    if outcome == b"REQUEST_ID_REUSED":
+        raise RequestIdReused("this request_id was used before for a different voice; use a new id for "
+                              "each voice", [("request_id", "used before with different content")])
     if outcome == b"LIMIT_REACHED":
         raise VoiceLimitReached("the tenant has reached its maximum number of voices; delete some first")
     assert outcome == b"OK", outcome
@@ -187,7 +217,7 @@ class VoiceStore:
     @staticmethod
     def tenant_prefix(tenant: str) -> str:
         """The prefix of every key of `tenant` (quoted, so no tenant name can reach another's keys)."""
-        return f"qwentts:{{{quote(tenant, safe='')}}}:"
+        return f"qwentts:{{{percent_encode(tenant, safe='')}}}:"
 
     def _voice_key(self, tenant: str, voice_id: str) -> str:
         if not VOICE_ID_RE.fullmatch(voice_id):  # cannot exist; also keeps odd strings out of keys
@@ -202,15 +232,23 @@ class VoiceStore:
 
     def _preview_key(self, tenant: str, preview_id: str) -> str:
         if not PREVIEW_ID_RE.fullmatch(preview_id):
-            raise PreviewNotFound(f"preview {preview_id!r} not found or expired")
+            raise PreviewNotFound(f"preview {quote(preview_id)} not found or expired")
         return f"{self.tenant_prefix(tenant)}preview:{preview_id}"
 
     # ----- voices -----
 
+    def _request_key(self, tenant: str, request_id: str) -> str:
+        return f"{self.tenant_prefix(tenant)}request:{request_id}"
+
     @_translate_redis_errors
-    async def create_voice(self, tenant: str, voice: voices_pb2.Voice,
-                           assets: registry_pb2.VoiceAssets) -> voices_pb2.Voice:
-        """Save a new voice with its assets; returns it with its id, etag and times assigned."""
+    async def create_voice(self, tenant: str, voice: voices_pb2.Voice, assets: registry_pb2.VoiceAssets,
+                           request_id: str = "", request_digest: bytes = b"") -> voices_pb2.Voice:
+        """Save a new voice with its assets; returns it with its id, etag and times assigned.
+
+        With a `request_id` (checked by the caller against REQUEST_ID_RE) the call is idempotent:
+        if that id created a voice that still exists, that voice is returned (RequestIdReused if
+        `request_digest` differs from the first call's). A voice created and then deleted frees
+        its request id for a new voice."""
         now = _now()
         saved = voices_pb2.Voice()
         saved.CopyFrom(voice)
@@ -228,13 +266,23 @@ class VoiceStore:
             **{EMBEDDING_PREFIX + model: embedding.SerializeToString()
                for model, embedding in assets.speaker_embeddings.items()},
         }
-        outcome = await self._create(
-            keys=[self._voice_key(tenant, saved.voice_id), self._names_key(tenant), self._voices_key(tenant)],
-            args=[saved.voice_id, saved.name, self.max_voices_per_tenant,
-                  *(item for pair in fields.items() for item in pair)],
-        )
-        _check(outcome, saved.voice_id, saved.name)
-        return saved
+        keys = [self._voice_key(tenant, saved.voice_id), self._names_key(tenant), self._voices_key(tenant)]
+        if request_id:
+            keys.append(self._request_key(tenant, request_id))
+        stale = ""
+        while True:
+            outcome = await self._create(
+                keys=keys,
+                args=[saved.voice_id, saved.name, self.max_voices_per_tenant, request_digest, REQUEST_TTL_SECONDS,
+                      stale, *(item for pair in fields.items() for item in pair)],
+            )
+            if outcome[0] != b"REPLAY":
+                _check(outcome[0], saved.voice_id, saved.name, *outcome[1:2])
+                return saved
+            try:
+                return (await self.get_voice(tenant, outcome[1].decode()))[0]
+            except VoiceNotFound:
+                stale = outcome[1].decode()  # deleted since: the request id creates anew
 
     @_translate_redis_errors
     async def get_voice(self, tenant: str, voice_id: str, *,
@@ -347,7 +395,7 @@ class VoiceStore:
     async def get_preview(self, tenant: str, preview_id: str) -> registry_pb2.Preview:
         data = await self.redis.get(self._preview_key(tenant, preview_id))
         if data is None:
-            raise PreviewNotFound(f"preview {preview_id!r} not found or expired")
+            raise PreviewNotFound(f"preview {quote(preview_id)} not found or expired")
         return registry_pb2.Preview.FromString(data)
 
     # ----- operations -----

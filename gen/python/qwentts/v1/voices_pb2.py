@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qwentts.v1 import audio_pb2 as qwentts_dot_v1_dot_audio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17qwentts/v1/voices.proto\x12\nqwentts.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16qwentts/v1/audio.proto\"\xf9\x02\n\x05Voice\x12\x10\n\x08voice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.qwentts.v1.VoiceKind\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x19\n\x11\x63onsent_statement\x18\x07 \x01(\t\x12)\n\nclone_mode\x18\x08 \x01(\x0e\x32\x15.qwentts.v1.CloneMode\x12\x12\n\ntranscript\x18\t \x01(\t\x12\x19\n\x11reference_seconds\x18\n \x01(\x01\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12\x11\n\tread_only\x18\x0e \x01(\x08\"\xd9\x01\n\x12\x43reateVoiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x19\n\x11\x63onsent_statement\x18\x05 \x01(\t\x12\x31\n\x0freference_audio\x18\x06 \x01(\x0b\x32\x16.qwentts.v1.AudioInputH\x00\x12\x14\n\npreview_id\x18\x07 \x01(\tH\x00\x12\x12\n\ntranscript\x18\x08 \x01(\tB\x08\n\x06source\"I\n\x13\x43reateVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12\x10\n\x08warnings\x18\x02 \x03(\t\"\x9d\x01\n\x12\x44\x65signVoiceRequest\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x14\n\x0cpreview_text\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12.\n\routput_format\x18\x04 \x01(\x0b\x32\x17.qwentts.v1.AudioFormat\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x99\x01\n\x13\x44\x65signVoiceResponse\x12\x12\n\npreview_id\x18\x01 \x01(\t\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12.\n\routput_format\x18\x03 \x01(\x0b\x32\x17.qwentts.v1.AudioFormat\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x0fGetVoiceRequest\x12\x10\n\x08voice_id\x18\x01 \x01(\t\"4\n\x10GetVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\"~\n\x11ListVoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.qwentts.v1.VoiceKind\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\"P\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.qwentts.v1.Voice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"g\n\x12UpdateVoiceRequest\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x13UpdateVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\"4\n\x12\x44\x65leteVoiceRequest\x12\x10\n\x08voice_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteVoiceResponse*n\n\tVoiceKind\x12\x1a\n\x16VOICE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11VOICE_KIND_CLONED\x10\x01\x12\x17\n\x13VOICE_KIND_DESIGNED\x10\x02\x12\x15\n\x11VOICE_KIND_PRESET\x10\x03*d\n\tCloneMode\x12\x1a\n\x16\x43LONE_MODE_UNSPECIFIED\x10\x00\x12 \n\x1c\x43LONE_MODE_SPEAKER_EMBEDDING\x10\x01\x12\x19\n\x15\x43LONE_MODE_IN_CONTEXT\x10\x02\x32\xe9\x03\n\x13VoiceCatalogService\x12N\n\x0b\x43reateVoice\x12\x1e.qwentts.v1.CreateVoiceRequest\x1a\x1f.qwentts.v1.CreateVoiceResponse\x12N\n\x0b\x44\x65signVoice\x12\x1e.qwentts.v1.DesignVoiceRequest\x1a\x1f.qwentts.v1.DesignVoiceResponse\x12\x45\n\x08GetVoice\x12\x1b.qwentts.v1.GetVoiceRequest\x1a\x1c.qwentts.v1.GetVoiceResponse\x12K\n\nListVoices\x12\x1d.qwentts.v1.ListVoicesRequest\x1a\x1e.qwentts.v1.ListVoicesResponse\x12N\n\x0bUpdateVoice\x12\x1e.qwentts.v1.UpdateVoiceRequest\x1a\x1f.qwentts.v1.UpdateVoiceResponse\x12N\n\x0b\x44\x65leteVoice\x12\x1e.qwentts.v1.DeleteVoiceRequest\x1a\x1f.qwentts.v1.DeleteVoiceResponseB\x85\x01\n\x0e\x63om.qwentts.v1B\x0bVoicesProtoP\x01Z6github.com/qwentts/qwentts/gen/go/qwentts/v1;qwenttsv1\xa2\x02\x03QTX\xaa\x02\nQwenTts.V1\xca\x02\nQwenTts\\V1\xea\x02\x0bQwenTts::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17qwentts/v1/voices.proto\x12\nqwentts.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16qwentts/v1/audio.proto\"\xf9\x02\n\x05Voice\x12\x10\n\x08voice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.qwentts.v1.VoiceKind\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x19\n\x11\x63onsent_statement\x18\x07 \x01(\t\x12)\n\nclone_mode\x18\x08 \x01(\x0e\x32\x15.qwentts.v1.CloneMode\x12\x12\n\ntranscript\x18\t \x01(\t\x12\x19\n\x11reference_seconds\x18\n \x01(\x01\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12\x11\n\tread_only\x18\x0e \x01(\x08\"\xed\x01\n\x12\x43reateVoiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x19\n\x11\x63onsent_statement\x18\x05 \x01(\t\x12\x31\n\x0freference_audio\x18\x06 \x01(\x0b\x32\x16.qwentts.v1.AudioInputH\x00\x12\x14\n\npreview_id\x18\x07 \x01(\tH\x00\x12\x12\n\ntranscript\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\tB\x08\n\x06source\"I\n\x13\x43reateVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12\x10\n\x08warnings\x18\x02 \x03(\t\"\x9d\x01\n\x12\x44\x65signVoiceRequest\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x14\n\x0cpreview_text\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12.\n\routput_format\x18\x04 \x01(\x0b\x32\x17.qwentts.v1.AudioFormat\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x99\x01\n\x13\x44\x65signVoiceResponse\x12\x12\n\npreview_id\x18\x01 \x01(\t\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12.\n\routput_format\x18\x03 \x01(\x0b\x32\x17.qwentts.v1.AudioFormat\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x0fGetVoiceRequest\x12\x10\n\x08voice_id\x18\x01 \x01(\t\"4\n\x10GetVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\"~\n\x11ListVoicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.qwentts.v1.VoiceKind\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\"P\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.qwentts.v1.Voice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"g\n\x12UpdateVoiceRequest\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x13UpdateVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\"4\n\x12\x44\x65leteVoiceRequest\x12\x10\n\x08voice_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteVoiceResponse*n\n\tVoiceKind\x12\x1a\n\x16VOICE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11VOICE_KIND_CLONED\x10\x01\x12\x17\n\x13VOICE_KIND_DESIGNED\x10\x02\x12\x15\n\x11VOICE_KIND_PRESET\x10\x03*d\n\tCloneMode\x12\x1a\n\x16\x43LONE_MODE_UNSPECIFIED\x10\x00\x12 \n\x1c\x43LONE_MODE_SPEAKER_EMBEDDING\x10\x01\x12\x19\n\x15\x43LONE_MODE_IN_CONTEXT\x10\x02\x32\xe9\x03\n\x13VoiceCatalogService\x12N\n\x0b\x43reateVoice\x12\x1e.qwentts.v1.CreateVoiceRequest\x1a\x1f.qwentts.v1.CreateVoiceResponse\x12N\n\x0b\x44\x65signVoice\x12\x1e.qwentts.v1.DesignVoiceRequest\x1a\x1f.qwentts.v1.DesignVoiceResponse\x12\x45\n\x08GetVoice\x12\x1b.qwentts.v1.GetVoiceRequest\x1a\x1c.qwentts.v1.GetVoiceResponse\x12K\n\nListVoices\x12\x1d.qwentts.v1.ListVoicesRequest\x1a\x1e.qwentts.v1.ListVoicesResponse\x12N\n\x0bUpdateVoice\x12\x1e.qwentts.v1.UpdateVoiceRequest\x1a\x1f.qwentts.v1.UpdateVoiceResponse\x12N\n\x0b\x44\x65leteVoice\x12\x1e.qwentts.v1.DeleteVoiceRequest\x1a\x1f.qwentts.v1.DeleteVoiceResponseB\x85\x01\n\x0e\x63om.qwentts.v1B\x0bVoicesProtoP\x01Z6github.com/qwentts/qwentts/gen/go/qwentts/v1;qwenttsv1\xa2\x02\x03QTX\xaa\x02\nQwenTts.V1\xca\x02\nQwenTts\\V1\xea\x02\x0bQwenTts::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,36 +35,36 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qwentts.v1.voices_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016com.qwentts.v1B\013VoicesProtoP\001Z6github.com/qwentts/qwentts/gen/go/qwentts/v1;qwenttsv1\242\002\003QTX\252\002\nQwenTts.V1\312\002\nQwenTts\\V1\352\002\013QwenTts::V1'
-  _globals['_VOICEKIND']._serialized_start=1661
-  _globals['_VOICEKIND']._serialized_end=1771
-  _globals['_CLONEMODE']._serialized_start=1773
-  _globals['_CLONEMODE']._serialized_end=1873
+  _globals['_VOICEKIND']._serialized_start=1681
+  _globals['_VOICEKIND']._serialized_end=1791
+  _globals['_CLONEMODE']._serialized_start=1793
+  _globals['_CLONEMODE']._serialized_end=1893
   _globals['_VOICE']._serialized_start=131
   _globals['_VOICE']._serialized_end=508
   _globals['_CREATEVOICEREQUEST']._serialized_start=511
-  _globals['_CREATEVOICEREQUEST']._serialized_end=728
-  _globals['_CREATEVOICERESPONSE']._serialized_start=730
-  _globals['_CREATEVOICERESPONSE']._serialized_end=803
-  _globals['_DESIGNVOICEREQUEST']._serialized_start=806
-  _globals['_DESIGNVOICEREQUEST']._serialized_end=963
-  _globals['_DESIGNVOICERESPONSE']._serialized_start=966
-  _globals['_DESIGNVOICERESPONSE']._serialized_end=1119
-  _globals['_GETVOICEREQUEST']._serialized_start=1121
-  _globals['_GETVOICEREQUEST']._serialized_end=1156
-  _globals['_GETVOICERESPONSE']._serialized_start=1158
-  _globals['_GETVOICERESPONSE']._serialized_end=1210
-  _globals['_LISTVOICESREQUEST']._serialized_start=1212
-  _globals['_LISTVOICESREQUEST']._serialized_end=1338
-  _globals['_LISTVOICESRESPONSE']._serialized_start=1340
-  _globals['_LISTVOICESRESPONSE']._serialized_end=1420
-  _globals['_UPDATEVOICEREQUEST']._serialized_start=1422
-  _globals['_UPDATEVOICEREQUEST']._serialized_end=1525
-  _globals['_UPDATEVOICERESPONSE']._serialized_start=1527
-  _globals['_UPDATEVOICERESPONSE']._serialized_end=1582
-  _globals['_DELETEVOICEREQUEST']._serialized_start=1584
-  _globals['_DELETEVOICEREQUEST']._serialized_end=1636
-  _globals['_DELETEVOICERESPONSE']._serialized_start=1638
-  _globals['_DELETEVOICERESPONSE']._serialized_end=1659
-  _globals['_VOICECATALOGSERVICE']._serialized_start=1876
-  _globals['_VOICECATALOGSERVICE']._serialized_end=2365
+  _globals['_CREATEVOICEREQUEST']._serialized_end=748
+  _globals['_CREATEVOICERESPONSE']._serialized_start=750
+  _globals['_CREATEVOICERESPONSE']._serialized_end=823
+  _globals['_DESIGNVOICEREQUEST']._serialized_start=826
+  _globals['_DESIGNVOICEREQUEST']._serialized_end=983
+  _globals['_DESIGNVOICERESPONSE']._serialized_start=986
+  _globals['_DESIGNVOICERESPONSE']._serialized_end=1139
+  _globals['_GETVOICEREQUEST']._serialized_start=1141
+  _globals['_GETVOICEREQUEST']._serialized_end=1176
+  _globals['_GETVOICERESPONSE']._serialized_start=1178
+  _globals['_GETVOICERESPONSE']._serialized_end=1230
+  _globals['_LISTVOICESREQUEST']._serialized_start=1232
+  _globals['_LISTVOICESREQUEST']._serialized_end=1358
+  _globals['_LISTVOICESRESPONSE']._serialized_start=1360
+  _globals['_LISTVOICESRESPONSE']._serialized_end=1440
+  _globals['_UPDATEVOICEREQUEST']._serialized_start=1442
+  _globals['_UPDATEVOICEREQUEST']._serialized_end=1545
+  _globals['_UPDATEVOICERESPONSE']._serialized_start=1547
+  _globals['_UPDATEVOICERESPONSE']._serialized_end=1602
+  _globals['_DELETEVOICEREQUEST']._serialized_start=1604
+  _globals['_DELETEVOICEREQUEST']._serialized_end=1656
+  _globals['_DELETEVOICERESPONSE']._serialized_start=1658
+  _globals['_DELETEVOICERESPONSE']._serialized_end=1679
+  _globals['_VOICECATALOGSERVICE']._serialized_start=1896
+  _globals['_VOICECATALOGSERVICE']._serialized_end=2385
 # @@protoc_insertion_point(module_scope)

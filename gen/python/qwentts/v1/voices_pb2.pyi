@@ -65,7 +65,7 @@ class Voice(_message.Message):
     def __init__(self, voice_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[VoiceKind, str]] = ..., language: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., consent_statement: _Optional[str] = ..., clone_mode: _Optional[_Union[CloneMode, str]] = ..., transcript: _Optional[str] = ..., reference_seconds: _Optional[float] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
 
 class CreateVoiceRequest(_message.Message):
-    __slots__ = ("name", "language", "description", "tags", "consent_statement", "reference_audio", "preview_id", "transcript")
+    __slots__ = ("name", "language", "description", "tags", "consent_statement", "reference_audio", "preview_id", "transcript", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class CreateVoiceRequest(_message.Message):
     REFERENCE_AUDIO_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     language: str
     description: str
@@ -82,7 +83,8 @@ class CreateVoiceRequest(_message.Message):
     reference_audio: _audio_pb2.AudioInput
     preview_id: str
     transcript: str
-    def __init__(self, name: _Optional[str] = ..., language: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., consent_statement: _Optional[str] = ..., reference_audio: _Optional[_Union[_audio_pb2.AudioInput, _Mapping]] = ..., preview_id: _Optional[str] = ..., transcript: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., language: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., consent_statement: _Optional[str] = ..., reference_audio: _Optional[_Union[_audio_pb2.AudioInput, _Mapping]] = ..., preview_id: _Optional[str] = ..., transcript: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateVoiceResponse(_message.Message):
     __slots__ = ("voice", "warnings")

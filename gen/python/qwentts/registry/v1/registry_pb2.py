@@ -28,7 +28,7 @@ from qwentts.codec.v1 import codec_pb2 as qwentts_dot_codec_dot_v1_dot_codec__pb
 from qwentts.v1 import voices_pb2 as qwentts_dot_v1_dot_voices__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"qwentts/registry/v1/registry.proto\x12\x13qwentts.registry.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqwentts/codec/v1/codec.proto\x1a\x17qwentts/v1/voices.proto\"\"\n\x10SpeakerEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x8f\x02\n\x0bVoiceAssets\x12\x16\n\x0ereference_flac\x18\x01 \x01(\x0c\x12\x32\n\x10reference_frames\x18\x02 \x01(\x0b\x32\x18.qwentts.codec.v1.Frames\x12S\n\x12speaker_embeddings\x18\x03 \x03(\x0b\x32\x37.qwentts.registry.v1.VoiceAssets.SpeakerEmbeddingsEntry\x1a_\n\x16SpeakerEmbeddingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x34\n\x05value\x18\x02 \x01(\x0b\x32%.qwentts.registry.v1.SpeakerEmbedding:\x02\x38\x01\"x\n\x12\x43reateVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12 \n\x05voice\x18\x02 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12\x30\n\x06\x61ssets\x18\x03 \x01(\x0b\x32 .qwentts.registry.v1.VoiceAssets\"7\n\x13\x43reateVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\"K\n\x0fGetVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08voice_id\x18\x02 \x01(\t\x12\x16\n\x0einclude_assets\x18\x03 \x01(\x08\"f\n\x10GetVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12\x30\n\x06\x61ssets\x18\x02 \x01(\x0b\x32 .qwentts.registry.v1.VoiceAssets\"\x8e\x01\n\x11ListVoicesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12#\n\x04kind\x18\x04 \x01(\x0e\x32\x15.qwentts.v1.VoiceKind\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x0b\n\x03tag\x18\x06 \x01(\t\"P\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.qwentts.v1.Voice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"w\n\x12UpdateVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12 \n\x05voice\x18\x02 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x13UpdateVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\"D\n\x12\x44\x65leteVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08voice_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"\x15\n\x13\x44\x65leteVoiceResponse\"\x87\x01\n\x1aPutSpeakerEmbeddingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08voice_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x38\n\tembedding\x18\x04 \x01(\x0b\x32%.qwentts.registry.v1.SpeakerEmbedding\"\x1d\n\x1bPutSpeakerEmbeddingResponse\"|\n\x07Preview\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x12\n\naudio_flac\x18\x04 \x01(\x0c\x12(\n\x06\x66rames\x18\x05 \x01(\x0b\x32\x18.qwentts.codec.v1.Frames\"h\n\x12SavePreviewRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12-\n\x07preview\x18\x02 \x01(\x0b\x32\x1c.qwentts.registry.v1.Preview\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\"Z\n\x13SavePreviewResponse\x12\x12\n\npreview_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x11GetPreviewRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\npreview_id\x18\x02 \x01(\t\"C\n\x12GetPreviewResponse\x12-\n\x07preview\x18\x01 \x01(\x0b\x32\x1c.qwentts.registry.v1.Preview2\xaa\x06\n\x0fRegistryService\x12`\n\x0b\x43reateVoice\x12\'.qwentts.registry.v1.CreateVoiceRequest\x1a(.qwentts.registry.v1.CreateVoiceResponse\x12W\n\x08GetVoice\x12$.qwentts.registry.v1.GetVoiceRequest\x1a%.qwentts.registry.v1.GetVoiceResponse\x12]\n\nListVoices\x12&.qwentts.registry.v1.ListVoicesRequest\x1a\'.qwentts.registry.v1.ListVoicesResponse\x12`\n\x0bUpdateVoice\x12\'.qwentts.registry.v1.UpdateVoiceRequest\x1a(.qwentts.registry.v1.UpdateVoiceResponse\x12`\n\x0b\x44\x65leteVoice\x12\'.qwentts.registry.v1.DeleteVoiceRequest\x1a(.qwentts.registry.v1.DeleteVoiceResponse\x12x\n\x13PutSpeakerEmbedding\x12/.qwentts.registry.v1.PutSpeakerEmbeddingRequest\x1a\x30.qwentts.registry.v1.PutSpeakerEmbeddingResponse\x12`\n\x0bSavePreview\x12\'.qwentts.registry.v1.SavePreviewRequest\x1a(.qwentts.registry.v1.SavePreviewResponse\x12]\n\nGetPreview\x12&.qwentts.registry.v1.GetPreviewRequest\x1a\'.qwentts.registry.v1.GetPreviewResponseBl\n\x17\x63om.qwentts.registry.v1B\rRegistryProtoP\x01Z@github.com/qwentts/qwentts/gen/go/qwentts/registry/v1;registryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"qwentts/registry/v1/registry.proto\x12\x13qwentts.registry.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqwentts/codec/v1/codec.proto\x1a\x17qwentts/v1/voices.proto\"\"\n\x10SpeakerEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x8f\x02\n\x0bVoiceAssets\x12\x16\n\x0ereference_flac\x18\x01 \x01(\x0c\x12\x32\n\x10reference_frames\x18\x02 \x01(\x0b\x32\x18.qwentts.codec.v1.Frames\x12S\n\x12speaker_embeddings\x18\x03 \x03(\x0b\x32\x37.qwentts.registry.v1.VoiceAssets.SpeakerEmbeddingsEntry\x1a_\n\x16SpeakerEmbeddingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x34\n\x05value\x18\x02 \x01(\x0b\x32%.qwentts.registry.v1.SpeakerEmbedding:\x02\x38\x01\"\xa4\x01\n\x12\x43reateVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12 \n\x05voice\x18\x02 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12\x30\n\x06\x61ssets\x18\x03 \x01(\x0b\x32 .qwentts.registry.v1.VoiceAssets\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x16\n\x0erequest_digest\x18\x05 \x01(\x0c\"7\n\x13\x43reateVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\"K\n\x0fGetVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08voice_id\x18\x02 \x01(\t\x12\x16\n\x0einclude_assets\x18\x03 \x01(\x08\"f\n\x10GetVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12\x30\n\x06\x61ssets\x18\x02 \x01(\x0b\x32 .qwentts.registry.v1.VoiceAssets\"\x8e\x01\n\x11ListVoicesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12#\n\x04kind\x18\x04 \x01(\x0e\x32\x15.qwentts.v1.VoiceKind\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x0b\n\x03tag\x18\x06 \x01(\t\"P\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.qwentts.v1.Voice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"w\n\x12UpdateVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12 \n\x05voice\x18\x02 \x01(\x0b\x32\x11.qwentts.v1.Voice\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x13UpdateVoiceResponse\x12 \n\x05voice\x18\x01 \x01(\x0b\x32\x11.qwentts.v1.Voice\"D\n\x12\x44\x65leteVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08voice_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"\x15\n\x13\x44\x65leteVoiceResponse\"\x87\x01\n\x1aPutSpeakerEmbeddingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08voice_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x38\n\tembedding\x18\x04 \x01(\x0b\x32%.qwentts.registry.v1.SpeakerEmbedding\"\x1d\n\x1bPutSpeakerEmbeddingResponse\"|\n\x07Preview\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x12\n\naudio_flac\x18\x04 \x01(\x0c\x12(\n\x06\x66rames\x18\x05 \x01(\x0b\x32\x18.qwentts.codec.v1.Frames\"h\n\x12SavePreviewRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12-\n\x07preview\x18\x02 \x01(\x0b\x32\x1c.qwentts.registry.v1.Preview\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\"Z\n\x13SavePreviewResponse\x12\x12\n\npreview_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x11GetPreviewRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\npreview_id\x18\x02 \x01(\t\"C\n\x12GetPreviewResponse\x12-\n\x07preview\x18\x01 \x01(\x0b\x32\x1c.qwentts.registry.v1.Preview2\xaa\x06\n\x0fRegistryService\x12`\n\x0b\x43reateVoice\x12\'.qwentts.registry.v1.CreateVoiceRequest\x1a(.qwentts.registry.v1.CreateVoiceResponse\x12W\n\x08GetVoice\x12$.qwentts.registry.v1.GetVoiceRequest\x1a%.qwentts.registry.v1.GetVoiceResponse\x12]\n\nListVoices\x12&.qwentts.registry.v1.ListVoicesRequest\x1a\'.qwentts.registry.v1.ListVoicesResponse\x12`\n\x0bUpdateVoice\x12\'.qwentts.registry.v1.UpdateVoiceRequest\x1a(.qwentts.registry.v1.UpdateVoiceResponse\x12`\n\x0b\x44\x65leteVoice\x12\'.qwentts.registry.v1.DeleteVoiceRequest\x1a(.qwentts.registry.v1.DeleteVoiceResponse\x12x\n\x13PutSpeakerEmbedding\x12/.qwentts.registry.v1.PutSpeakerEmbeddingRequest\x1a\x30.qwentts.registry.v1.PutSpeakerEmbeddingResponse\x12`\n\x0bSavePreview\x12\'.qwentts.registry.v1.SavePreviewRequest\x1a(.qwentts.registry.v1.SavePreviewResponse\x12]\n\nGetPreview\x12&.qwentts.registry.v1.GetPreviewRequest\x1a\'.qwentts.registry.v1.GetPreviewResponseBl\n\x17\x63om.qwentts.registry.v1B\rRegistryProtoP\x01Z@github.com/qwentts/qwentts/gen/go/qwentts/registry/v1;registryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,40 +44,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VOICEASSETS']._serialized_end=489
   _globals['_VOICEASSETS_SPEAKEREMBEDDINGSENTRY']._serialized_start=394
   _globals['_VOICEASSETS_SPEAKEREMBEDDINGSENTRY']._serialized_end=489
-  _globals['_CREATEVOICEREQUEST']._serialized_start=491
-  _globals['_CREATEVOICEREQUEST']._serialized_end=611
-  _globals['_CREATEVOICERESPONSE']._serialized_start=613
-  _globals['_CREATEVOICERESPONSE']._serialized_end=668
-  _globals['_GETVOICEREQUEST']._serialized_start=670
-  _globals['_GETVOICEREQUEST']._serialized_end=745
-  _globals['_GETVOICERESPONSE']._serialized_start=747
-  _globals['_GETVOICERESPONSE']._serialized_end=849
-  _globals['_LISTVOICESREQUEST']._serialized_start=852
-  _globals['_LISTVOICESREQUEST']._serialized_end=994
-  _globals['_LISTVOICESRESPONSE']._serialized_start=996
-  _globals['_LISTVOICESRESPONSE']._serialized_end=1076
-  _globals['_UPDATEVOICEREQUEST']._serialized_start=1078
-  _globals['_UPDATEVOICEREQUEST']._serialized_end=1197
-  _globals['_UPDATEVOICERESPONSE']._serialized_start=1199
-  _globals['_UPDATEVOICERESPONSE']._serialized_end=1254
-  _globals['_DELETEVOICEREQUEST']._serialized_start=1256
-  _globals['_DELETEVOICEREQUEST']._serialized_end=1324
-  _globals['_DELETEVOICERESPONSE']._serialized_start=1326
-  _globals['_DELETEVOICERESPONSE']._serialized_end=1347
-  _globals['_PUTSPEAKEREMBEDDINGREQUEST']._serialized_start=1350
-  _globals['_PUTSPEAKEREMBEDDINGREQUEST']._serialized_end=1485
-  _globals['_PUTSPEAKEREMBEDDINGRESPONSE']._serialized_start=1487
-  _globals['_PUTSPEAKEREMBEDDINGRESPONSE']._serialized_end=1516
-  _globals['_PREVIEW']._serialized_start=1518
-  _globals['_PREVIEW']._serialized_end=1642
-  _globals['_SAVEPREVIEWREQUEST']._serialized_start=1644
-  _globals['_SAVEPREVIEWREQUEST']._serialized_end=1748
-  _globals['_SAVEPREVIEWRESPONSE']._serialized_start=1750
-  _globals['_SAVEPREVIEWRESPONSE']._serialized_end=1840
-  _globals['_GETPREVIEWREQUEST']._serialized_start=1842
-  _globals['_GETPREVIEWREQUEST']._serialized_end=1897
-  _globals['_GETPREVIEWRESPONSE']._serialized_start=1899
-  _globals['_GETPREVIEWRESPONSE']._serialized_end=1966
-  _globals['_REGISTRYSERVICE']._serialized_start=1969
-  _globals['_REGISTRYSERVICE']._serialized_end=2779
+  _globals['_CREATEVOICEREQUEST']._serialized_start=492
+  _globals['_CREATEVOICEREQUEST']._serialized_end=656
+  _globals['_CREATEVOICERESPONSE']._serialized_start=658
+  _globals['_CREATEVOICERESPONSE']._serialized_end=713
+  _globals['_GETVOICEREQUEST']._serialized_start=715
+  _globals['_GETVOICEREQUEST']._serialized_end=790
+  _globals['_GETVOICERESPONSE']._serialized_start=792
+  _globals['_GETVOICERESPONSE']._serialized_end=894
+  _globals['_LISTVOICESREQUEST']._serialized_start=897
+  _globals['_LISTVOICESREQUEST']._serialized_end=1039
+  _globals['_LISTVOICESRESPONSE']._serialized_start=1041
+  _globals['_LISTVOICESRESPONSE']._serialized_end=1121
+  _globals['_UPDATEVOICEREQUEST']._serialized_start=1123
+  _globals['_UPDATEVOICEREQUEST']._serialized_end=1242
+  _globals['_UPDATEVOICERESPONSE']._serialized_start=1244
+  _globals['_UPDATEVOICERESPONSE']._serialized_end=1299
+  _globals['_DELETEVOICEREQUEST']._serialized_start=1301
+  _globals['_DELETEVOICEREQUEST']._serialized_end=1369
+  _globals['_DELETEVOICERESPONSE']._serialized_start=1371
+  _globals['_DELETEVOICERESPONSE']._serialized_end=1392
+  _globals['_PUTSPEAKEREMBEDDINGREQUEST']._serialized_start=1395
+  _globals['_PUTSPEAKEREMBEDDINGREQUEST']._serialized_end=1530
+  _globals['_PUTSPEAKEREMBEDDINGRESPONSE']._serialized_start=1532
+  _globals['_PUTSPEAKEREMBEDDINGRESPONSE']._serialized_end=1561
+  _globals['_PREVIEW']._serialized_start=1563
+  _globals['_PREVIEW']._serialized_end=1687
+  _globals['_SAVEPREVIEWREQUEST']._serialized_start=1689
+  _globals['_SAVEPREVIEWREQUEST']._serialized_end=1793
+  _globals['_SAVEPREVIEWRESPONSE']._serialized_start=1795
+  _globals['_SAVEPREVIEWRESPONSE']._serialized_end=1885
+  _globals['_GETPREVIEWREQUEST']._serialized_start=1887
+  _globals['_GETPREVIEWREQUEST']._serialized_end=1942
+  _globals['_GETPREVIEWRESPONSE']._serialized_start=1944
+  _globals['_GETPREVIEWRESPONSE']._serialized_end=2011
+  _globals['_REGISTRYSERVICE']._serialized_start=2014
+  _globals['_REGISTRYSERVICE']._serialized_end=2824
 # @@protoc_insertion_point(module_scope)

@@ -36,14 +36,18 @@ class VoiceAssets(_message.Message):
     def __init__(self, reference_flac: _Optional[bytes] = ..., reference_frames: _Optional[_Union[_codec_pb2.Frames, _Mapping]] = ..., speaker_embeddings: _Optional[_Mapping[str, SpeakerEmbedding]] = ...) -> None: ...
 
 class CreateVoiceRequest(_message.Message):
-    __slots__ = ("tenant", "voice", "assets")
+    __slots__ = ("tenant", "voice", "assets", "request_id", "request_digest")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     ASSETS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_DIGEST_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     voice: _voices_pb2.Voice
     assets: VoiceAssets
-    def __init__(self, tenant: _Optional[str] = ..., voice: _Optional[_Union[_voices_pb2.Voice, _Mapping]] = ..., assets: _Optional[_Union[VoiceAssets, _Mapping]] = ...) -> None: ...
+    request_id: str
+    request_digest: bytes
+    def __init__(self, tenant: _Optional[str] = ..., voice: _Optional[_Union[_voices_pb2.Voice, _Mapping]] = ..., assets: _Optional[_Union[VoiceAssets, _Mapping]] = ..., request_id: _Optional[str] = ..., request_digest: _Optional[bytes] = ...) -> None: ...
 
 class CreateVoiceResponse(_message.Message):
     __slots__ = ("voice",)

@@ -16,9 +16,14 @@
         run_service("codec", CodecConfig, build)
 
 In order: the config is read from the environment (a bad one exits with status 2 and a message
-naming every bad variable; so does a checkpoint or file that `build` finds unusable), JSON logging and tracing are set up, `build` loads what the service
-needs, the server starts with tracing and error interceptors, and it serves until SIGTERM/SIGINT,
-then shuts down gracefully (see shared/server.py).
+naming every bad variable; so does a checkpoint or file that `build` finds unusable), JSON logging
+and tracing are set up, `build` loads what the service needs, the server starts with tracing and
+error interceptors, and it serves until SIGTERM/SIGINT, then shuts down gracefully (see
+shared/server.py).
+
+A process that can no longer serve (the generator's engine loop died) calls `fail_process`: health
+turns NOT_SERVING, the server stops, and the process exits with status 1 so that Kubernetes
+restarts it, rather than staying up and answering nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +42,23 @@ from .server import AddFn, GrpcServer
 from .telemetry import server_interceptors, setup_logging, setup_telemetry
 
 log = logging.getLogger(__name__)
+
+# In-flight RPCs get this long after fail_process before they are cancelled.
+FAILURE_GRACE_SECONDS = 1.0
+
+_failure: asyncio.Future | None = None  # set by fail_process; one service per process
+
+
+class ProcessFailed(Exception):
+    """The service called fail_process."""
+
+
+def fail_process(reason: str) -> None:
+    """Call on the event loop when this process can no longer serve: health turns NOT_SERVING,
+    the server stops, and the process exits with status 1 (see the module docstring)."""
+    log.critical("%s; the process stops and exits with status 1", reason)
+    if _failure is not None and not _failure.done():
+        _failure.set_result(reason)
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,8 @@ Build = Callable[[C], AsyncContextManager[list[Registration]]]
 
 
 async def serve(name: str, config: ProcessConfig, build: Build) -> None:
+    global _failure
+    _failure = asyncio.get_running_loop().create_future()
     async with build(config) as registrations:
         server = GrpcServer(
             name,
@@ -75,7 +99,14 @@ async def serve(name: str, config: ProcessConfig, build: Build) -> None:
         )
         for registration in registrations:
             server.add_service(*registration)
-        await server.serve_until_signalled()
+        await server.start()
+        serving = asyncio.ensure_future(server.serve_until_signalled())
+        await asyncio.wait([serving, _failure], return_when=asyncio.FIRST_COMPLETED)
+        if _failure.done():
+            await server.stop(grace=FAILURE_GRACE_SECONDS)  # NOT_SERVING first, then stop
+        await serving
+        if _failure.done():
+            raise ProcessFailed(_failure.result())
 
 
 def run_service(name: str, config_cls: type[C], build: Build) -> None:
@@ -93,3 +124,5 @@ def run_service(name: str, config_cls: type[C], build: Build) -> None:
     except (ConfigError, CheckpointError) as error:  # found while loading: the operator's to fix
         log.error("%s cannot start: %s", name, error)
         raise SystemExit(2) from None
+    except ProcessFailed:
+        raise SystemExit(1) from None

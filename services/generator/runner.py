@@ -10,6 +10,10 @@ only ever touched from one thread.
 Admission: at most `max_active` sessions run; up to `max_queued` more wait for a slot in arrival
 order; beyond that `open` raises ResourceExhausted. A runaway guard ends a session whose frames
 exceed a budget derived from its text (the models occasionally never emit end-of-speech).
+
+If the engine loop itself fails, every stream ends (CANCELLED, which the service reports as
+UNAVAILABLE), `open` refuses new ones, and `on_failure` is called on the event loop (the service
+passes `shared.service.fail_process`, so the process exits and is restarted).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import asyncio
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from opentelemetry import metrics
 
-from shared.errors import ResourceExhausted
+from shared.errors import ResourceExhausted, Unavailable
 
 from .engine import Engine, FinishReason
 from .prompts import PromptPlan
@@ -110,9 +115,12 @@ class Stream:
 
 
 class EngineRunner:
-    def __init__(self, engine: Engine, limits: RunnerLimits = RunnerLimits()):
+    def __init__(self, engine: Engine, limits: RunnerLimits = RunnerLimits(),
+                 on_failure: Callable[[str], None] = lambda reason: None):
         self._engine = engine
         self.limits = limits
+        self._on_failure = on_failure
+        self.failed = False
         self._commands: collections.deque = collections.deque()
         self._wake = threading.Event()
         self._running = False
@@ -155,6 +163,9 @@ class EngineRunner:
 
     async def open(self, plan: PromptPlan, params: SamplingParams) -> Stream:
         """A new stream, running at once or queued; ResourceExhausted when the queue is full."""
+        if self.failed:
+            raise Unavailable("this generator's engine has failed and the process is restarting; retry",
+                              reason="ENGINE_FAILED")
         params.validate()
         if plan.clone is not None:
             self._engine.check_clone(plan.clone)
@@ -211,9 +222,25 @@ class EngineRunner:
     def _observe_queued(self, _options):
         yield metrics.Observation(len(self._waiting))
 
+    def _fail(self) -> None:
+        """On the event loop, once the engine thread has died: end everything, report it."""
+        self.failed = True
+        pending = list(self._waiting) + list(self._active)
+        self._waiting.clear()
+        for stream in pending:
+            self._finished(stream, FinishReason.CANCELLED)
+        self._on_failure("the generator's engine loop failed")
+
     # ----- engine thread -----
 
     def _run(self) -> None:
+        try:
+            self._step_until_stopped()
+        except BaseException:  # noqa: BLE001 - whatever it is, the loop is gone: say so, loudly
+            log.critical("the engine loop failed", exc_info=True)
+            self._loop.call_soon_threadsafe(self._fail)
+
+    def _step_until_stopped(self) -> None:
         engine = self._engine
         while self._running:
             self._apply_commands()

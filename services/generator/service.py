@@ -25,7 +25,9 @@ from shared.audio import AudioError
 from shared.config import env
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.frames import array_to_frames, frames_to_array, samples_to_array
-from shared.service import ProcessConfig, Registration
+from shared.limits import (MAX_ID_CHARS, MAX_INSTRUCT_CHARS, MAX_INSTRUCT_TOKENS, MAX_REFERENCE_FRAMES,
+                           MAX_TRANSCRIPT_CHARS, MAX_TRANSCRIPT_TOKENS)
+from shared.service import ProcessConfig, Registration, fail_process
 
 from .engine import FinishReason
 from .prompts import ClonePrompt, PromptError, PromptPlan, plan_prompt
@@ -147,7 +149,18 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     # ----- Generate's parts -----
 
     def _plan(self, config: pb.GenerateConfig) -> tuple[PromptPlan, SamplingParams]:
-        """The prompt plan and sampling of a config; InvalidArgument naming the field at fault."""
+        """The prompt plan and sampling of a config; InvalidArgument naming the field at fault.
+
+        Every bound on the prompt (shared/limits.py) is checked here, before any model work."""
+        sampling = self._sampling(config)
+        for path, value, limit in (("config.instruct", config.instruct, MAX_INSTRUCT_CHARS),
+                                   ("config.cloned_voice.reference_text", config.cloned_voice.reference_text,
+                                    MAX_TRANSCRIPT_CHARS),
+                                   ("config.speaker", config.speaker, MAX_ID_CHARS),
+                                   ("config.language", config.language, MAX_ID_CHARS)):
+            if len(value) > limit:
+                message = f"{path} has {len(value)} characters; at most {limit} are accepted"
+                raise InvalidArgument(message, [(path, message)], reason="PROMPT_TOO_LONG")
         clone = self._clone(config.cloned_voice) if config.HasField("cloned_voice") else None
         try:
             plan = plan_prompt(
@@ -162,7 +175,12 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         except PromptError as error:
             field, reason = PROMPT_ERRORS.get(error.field, ("config", "INVALID_CONFIG"))
             raise InvalidArgument(str(error), [(field, str(error))], reason=reason) from None
-        return plan, self._sampling(config)
+        for path, ids, limit in (("config.instruct", plan.instruct_ids, MAX_INSTRUCT_TOKENS),
+                                 ("config.cloned_voice.reference_text", plan.ref_text_ids, MAX_TRANSCRIPT_TOKENS)):
+            if len(ids) > limit:
+                message = f"{path} makes {len(ids)} prompt tokens; at most {limit} are accepted"
+                raise InvalidArgument(message, [(path, message)], reason="PROMPT_TOO_LONG")
+        return plan, sampling
 
     def _sampling(self, config: pb.GenerateConfig) -> SamplingParams:
         overrides = {}  # SamplingParams field -> (value, request field)
@@ -197,6 +215,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             codes = frames_to_array(voice.reference_frames)
         except ValueError as error:
             raise _invalid_clone(str(error), "reference_frames") from None
+        if len(codes) > MAX_REFERENCE_FRAMES:
+            raise _invalid_clone(f"{len(codes)} reference frames; at most {MAX_REFERENCE_FRAMES} (60 s) are accepted",
+                                 "reference_frames")
         ref_text_ids = self.tts.tokenizer.ref_text_ids(voice.reference_text)
         return ClonePrompt(embedding, ref_codes=torch.from_numpy(codes), ref_text_ids=ref_text_ids)
 
@@ -300,7 +321,7 @@ async def build(config: GeneratorConfig):
         budget_base_frames=config.budget_base_frames,
         budget_frames_per_token=config.budget_frames_per_token,
     )
-    runner = EngineRunner(tts.new_engine(), limits)
+    runner = EngineRunner(tts.new_engine(), limits, on_failure=fail_process)
     runner.start()
     servicer = GeneratorServicer(
         tts,

@@ -151,12 +151,22 @@ class _Process:
     def __init__(self, name: str, address: str, argv: list[str], env: Mapping[str, str], log_path: Path,
                  ready: Callable[[], bool]):
         self.name, self.address, self.log_path, self.ready = name, address, log_path, ready
+        self._argv, self._env = argv, env
+        self.popen = self._spawn("wb")
+
+    def _spawn(self, mode: str) -> subprocess.Popen:
         self.is_ready = False
-        with open(log_path, "wb") as log:
+        with open(self.log_path, mode) as log:
             # Its own session: Ctrl-C in a terminal reaches only the launcher, which stops the
             # processes in order.
-            self.popen = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(self._argv, env=self._env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+
+    def respawn(self) -> None:
+        """Start it again, as before (same port, same data), once it has exited; its log goes on."""
+        if self.popen.poll() is None:
+            raise ClusterError(f"{self.name} is still running")
+        self.popen = self._spawn("ab")
 
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
@@ -284,6 +294,23 @@ class LocalCluster:
                 raise ClusterError(f"not ready after {self.timeout:.0f} s: {names}\n{tails}")
             if pending:
                 time.sleep(0.25)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process `name` (see `pids`) and wait for it to be gone: a crash, for fault tests."""
+        process = self._process(name)
+        process.popen.kill()
+        process.popen.wait()
+
+    def restart(self, name: str) -> None:
+        """Start the exited process `name` again on its port and data; return once it is ready."""
+        self._process(name).respawn()
+        self._wait_ready(time.monotonic() + self.timeout)
+
+    def _process(self, name: str) -> _Process:
+        found = [process for process in self._processes if process.name == name]
+        if not found:
+            raise KeyError(f"no process {name!r}; there are {[p.name for p in self._processes]}")
+        return found[0]
 
     def check(self) -> None:
         """Raise ClusterError if any process has exited."""

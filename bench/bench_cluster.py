@@ -33,10 +33,10 @@ from bench.bench_model import TEXT, checkpoint
 from bench.report import machine, write_section
 from deploy.local import LocalCluster
 from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
-from services.generator.prompts import plan_prompt
+from models.qwen3_tts.prompts import plan_prompt
 from services.generator.runner import EngineRunner, RunnerLimits
-from services.generator.tts import Qwen3TTS
-from shared.tiny_checkpoints import default_checkpoint
+from models.tts import Qwen3TTS
+from tools.random_checkpoints import default_checkpoint
 
 SCHEDULE = (1, 2, 4, 8)
 FRAME_SECONDS = 0.08

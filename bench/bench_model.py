@@ -22,10 +22,10 @@ import torch
 
 from bench.codec_stream import measure_stream_decode
 from bench.report import machine, write_section
-from services.codec.tokenizer import SpeechTokenizer
-from services.generator.prompts import plan_prompt
-from services.generator.tts import Qwen3TTS
-from shared.tiny_checkpoints import write_checkpoint
+from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
+from models.qwen3_tts.prompts import plan_prompt
+from models.tts import Qwen3TTS
+from tools.random_checkpoints import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_MS = 80.0

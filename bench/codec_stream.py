@@ -97,7 +97,7 @@ def measure_many_streams(tokenizer, streams: int = 4, frames: int = 40, chunk: i
 
 
 def _checkpoint(preset: str, layers: int) -> Path:
-    from shared.tiny_checkpoints import write_codec_checkpoint
+    from tools.random_checkpoints import write_codec_checkpoint
 
     path = ROOT / "var" / "bench" / f"codec-{preset}-{layers}l"
     if not (path / "model.safetensors").exists():
@@ -106,7 +106,7 @@ def _checkpoint(preset: str, layers: int) -> Path:
 
 
 def main() -> None:
-    from services.codec.tokenizer import SpeechTokenizer
+    from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="codec or TTS checkpoint dir (default: write one)")

@@ -34,7 +34,7 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shared.tiny_checkpoints import MODEL_TYPES as KINDS, default_checkpoint
+from tools.random_checkpoints import MODEL_TYPES as KINDS, default_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

@@ -103,7 +103,7 @@ class CheckpointError(Exception):
     """A checkpoint directory is incomplete, malformed or of the wrong kind.
 
     Like ConfigError, the operator's to fix at start-up. It lives here, free of torch, so that
-    services without a model (gateway, registry) can handle it too; shared.checkpoint raises it.
+    services without a model (gateway, registry) can handle it too; models.checkpoint raises it.
     """
 
 

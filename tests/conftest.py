@@ -1,6 +1,6 @@
 """Fixtures shared by the whole test suite.
 
-  reference          the qwen-tts reference oracle (tests/oracle_client.py). Builds .venv-ref on
+  reference          the qwen-tts reference oracle (tests/helpers/oracle_client.py). Builds .venv-ref on
                      first use with tests/reference/setup_env.sh; if that fails, every test using
                      the fixture ERRORS with the reason (never a silent skip). Tests that use it
                      are marked `reference` automatically.
@@ -20,8 +20,8 @@ import shutil
 
 import pytest
 
-from shared.tiny_checkpoints import write_checkpoint, write_codec_checkpoint
-from tests.oracle_client import ReferenceOracle, ensure_reference_env
+from tools.random_checkpoints import write_checkpoint, write_codec_checkpoint
+from tests.helpers.oracle_client import ReferenceOracle, ensure_reference_env
 
 REAL_WIDTH_SIZES = ("0.6b", "1.7b")
 

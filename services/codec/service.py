@@ -27,7 +27,7 @@ from shared.errors import InvalidArgument, ResourceExhausted
 from shared.frames import array_to_frames, array_to_samples, frames_to_array
 from shared.service import ProcessConfig, Registration
 
-from .tokenizer import CodecStream, SpeechTokenizer, resolve_codec_dir
+from models.tokenizer_12hz.speech_tokenizer import CodecStream, SpeechTokenizer, resolve_codec_dir
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter(__name__)

@@ -30,9 +30,9 @@ from opentelemetry import metrics
 
 from shared.errors import ResourceExhausted, Unavailable
 
-from .engine import Engine, FinishReason
-from .prompts import PromptPlan
-from .sampling import SamplingParams
+from models.engine.engine import Engine, FinishReason
+from models.qwen3_tts.prompts import PromptPlan
+from models.engine.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter(__name__)

@@ -29,12 +29,12 @@ from shared.limits import (MAX_ID_CHARS, MAX_INSTRUCT_CHARS, MAX_INSTRUCT_TOKENS
                            MAX_TRANSCRIPT_CHARS, MAX_TRANSCRIPT_TOKENS)
 from shared.service import ProcessConfig, Registration, fail_process
 
-from .engine import FinishReason
-from .prompts import ClonePrompt, PromptError, PromptPlan, plan_prompt
+from models.engine.engine import FinishReason
+from models.qwen3_tts.prompts import ClonePrompt, PromptError, PromptPlan, plan_prompt
 from .runner import EngineRunner, RunnerLimits, Stream
-from .sampling import SamplingParams
-from .text_stream import TextStream
-from .tts import Qwen3TTS
+from models.engine.sampling import SamplingParams
+from models.qwen3_tts.text_stream import TextStream
+from models.tts import Qwen3TTS
 
 log = logging.getLogger(__name__)
 

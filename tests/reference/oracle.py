@@ -1,7 +1,7 @@
 """Reference oracle worker: runs the `qwen-tts` 0.1.1 package on request.
 
 Runs under `.venv-ref` (transformers 4.57.3), never under the project venv. The test client
-(`tests/oracle_client.py`) starts it once per test session and talks to it over pipes:
+(`tests/helpers/oracle_client.py`) starts it once per test session and talks to it over pipes:
 
   request   one JSON object per line on stdin:
             {"id": 7, "op": "generate", "args": {...}, "input_npz": PATH|null, "output_npz": PATH}

@@ -1,0 +1,640 @@
+"""PyTorch modules of the Qwen3-TTS 12 Hz speech tokenizer (codec).
+
+Decoder (codes -> 24 kHz waveform), written here; module attribute names follow the checkpoint
+keys under `decoder.` so the weights load by name:
+
+    quantizer        split RVQ lookup: 1 semantic codebook (`rvq_first`) + 15 acoustic (`rvq_rest`)
+    pre_conv         causal conv codebook_dim -> latent_dim, k=3
+    pre_transformer  8 pre-norm layers, sliding-window (72 frames, current included) causal attention
+                     with RoPE, SwiGLU MLP, layer scales; input/output projections and a final RMSNorm
+    upsample.{0,1}   causal transposed conv (x2) + ConvNeXt block
+    decoder.0        causal conv latent_dim -> decoder_dim, k=7
+    decoder.1..4     SnakeBeta + causal transposed conv (x8, x5, x4, x3) + 3 residual units (dil. 1, 3, 9)
+    decoder.5, .6    SnakeBeta + causal conv -> 1 channel, then clamp to [-1, 1]
+
+Every stage is causal, so the decoder streams exactly: `CodecDecoder.forward(codes, state)` decodes
+the next frames of a stream given a `DecoderState` that carries, per stream,
+
+    * the attention keys/values of the last `sliding_window - 1` frames of every layer,
+    * the last (k - 1) * dilation input samples of every causal conv with k > 1,
+    * the (k - stride) output samples of every overlapping transposed conv that the next frames
+      still add to (the "overlap tail"; the full-sequence decode trims exactly these on the right),
+    * the absolute frame position (for RoPE).
+
+Decoding a sequence in one call or in chunks of any size through one state gives the same samples
+(up to float rounding), and the samples of a frame are final as soon as that frame is pushed: no
+stage looks ahead. With `state=None` the call is a fresh full-sequence decode.
+
+Encoder (audio -> codes): transformers' `MimiModel` with its decoder half dropped; see
+`CodecEncoder`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.checkpoint import load_module_weights
+
+from .configuration_tokenizer_12hz import CodecConfig, CodecDecoderConfig
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming state
+# --------------------------------------------------------------------------------------------------
+
+
+class DecoderState:
+    """Everything a batch of decoder streams carries from one chunk to the next.
+
+    `slots[i]` belongs to the stateful module whose `state_slot` is i (a conv history, a
+    transposed-conv tail, or a layer's (keys, values)); `None` means "nothing yet", which the
+    modules treat exactly like the zero left padding of a full-sequence decode. The tensors have
+    a leading batch dimension (1 for one stream). `positions[b]` is the number of frames row b has
+    already decoded; rows may be at different positions (streams batched together by
+    `CodecDecoder.stack_states`), in which case the attention caches are right-aligned and
+    left-padded, and each row only sees its own `min(position, sliding_window - 1)` cached frames.
+    """
+
+    __slots__ = ("slots", "positions")
+
+    def __init__(self, num_slots: int, batch: int = 1):
+        self.slots: list = [None] * num_slots
+        self.positions: list[int] = [0] * batch
+
+    @property
+    def batch(self) -> int:
+        return len(self.positions)
+
+    @property
+    def position(self) -> int:
+        """Frames decoded so far (rows of one batched decode share it)."""
+        if len(set(self.positions)) != 1:
+            raise ValueError("rows of this state are at different positions")
+        return self.positions[0]
+
+    def nbytes(self) -> int:
+        total = 0
+        for item in self.slots:
+            for t in item if isinstance(item, tuple) else (item,):
+                if t is not None:
+                    total += t.numel() * t.element_size()
+        return total
+
+
+# --------------------------------------------------------------------------------------------------
+# Convolutions and activations
+# --------------------------------------------------------------------------------------------------
+
+
+class CausalConv1d(nn.Module):
+    """Stride-1 causal conv: left zero padding of (k - 1) * dilation + 1 - stride, no right padding.
+
+    (The reference's right "extra padding" is zero for every stride-1 conv, and the decoder has no
+    other kind.) In a stream the left padding is replaced by the previous input samples.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, groups=groups)
+        self.left_pad = (kernel_size - 1) * dilation  # effective kernel - stride, stride 1
+        self.state_slot: int | None = None
+
+    @property
+    def stateful(self) -> bool:
+        return self.left_pad > 0
+
+    def empty_state(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(batch, self.conv.in_channels, self.left_pad)
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        if self.left_pad == 0:
+            return self.conv(x)
+        history = state.slots[self.state_slot] if state is not None else None
+        if history is None:
+            x = F.pad(x, (self.left_pad, 0))
+        else:
+            x = torch.cat([history, x], dim=-1)
+        if state is not None:
+            state.slots[self.state_slot] = x[..., -self.left_pad :].clone()
+        return self.conv(x)
+
+
+class CausalTransposedConv1d(nn.Module):
+    """ConvTranspose1d(k, stride) whose last k - stride output samples are trimmed (right only).
+
+    The output for input frames [0, n) is then n * stride samples, and no later input frame adds
+    to them (frame i writes to [i * stride, i * stride + k)), so they are final. In a stream the
+    trimmed samples (the partial sums frame n - 1 leaves for positions >= n * stride) are kept and
+    added to the start of the next chunk's output.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride)
+        self.stride = stride
+        self.overlap = kernel_size - stride
+        self.state_slot: int | None = None
+
+    @property
+    def stateful(self) -> bool:
+        return self.overlap > 0
+
+    def empty_state(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(batch, self.conv.out_channels, self.overlap)
+
+    def _overlapping_parts(self, x: torch.Tensor) -> torch.Tensor:
+        """conv_transpose1d(x) without bias and untrimmed: (B, C_out, L * stride + overlap).
+
+        For k a multiple of the stride (every transposed conv here) it is one matmul giving each
+        input sample's k outputs, then an overlap-add of the k / stride shifted blocks; PyTorch's
+        CPU ConvTranspose1d takes a slow path for these shapes (4x slower at 16 input samples).
+        """
+        k, s = self.conv.kernel_size[0], self.stride
+        if k % s:
+            return F.conv_transpose1d(x, self.conv.weight, None, stride=s)
+        batch, c_in, length = x.shape
+        c_out, m = self.conv.out_channels, k // s
+        weight = self.conv.weight.reshape(c_in, c_out * k).t()  # (C_out * k, C_in)
+        z = torch.matmul(weight, x).view(batch, c_out, m, s, length)
+        if m == 1:
+            return z[:, :, 0].transpose(-1, -2).reshape(batch, c_out, length * s)
+        y = x.new_zeros(batch, c_out, length + m - 1, s)
+        for j in range(m):
+            y[:, :, j : j + length] += z[:, :, j].transpose(-1, -2)
+        return y.view(batch, c_out, (length + m - 1) * s)
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        y = self._overlapping_parts(x)
+        keep = x.shape[-1] * self.stride
+        if self.overlap > 0 and state is not None:
+            tail = state.slots[self.state_slot]
+            if tail is not None:
+                y[..., : self.overlap] += tail
+            state.slots[self.state_slot] = y[..., keep:].clone()
+        y = y[..., :keep]
+        if self.conv.bias is not None:
+            y = y + self.conv.bias[:, None]
+        return y
+
+
+class SnakeBeta(nn.Module):
+    """x + 1 / (exp(beta) + 1e-9) * sin(x * exp(alpha))^2, with alpha and beta stored in log scale."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        alpha = torch.exp(self.alpha)[None, :, None]
+        beta = torch.exp(self.beta)[None, :, None]
+        return x + (1.0 / (beta + 1e-9)) * torch.pow(torch.sin(x * alpha), 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Causal depthwise conv (k=7), LayerNorm(eps 1e-6), Linear x4, exact GELU, Linear, gamma, residual."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = CausalConv1d(dim, dim, kernel_size=7, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        h = self.dwconv(x, state).transpose(1, 2)
+        h = self.pwconv2(F.gelu(self.pwconv1(self.norm(h))))
+        return x + (self.gamma * h).transpose(1, 2)
+
+
+class ResidualUnit(nn.Module):
+    """x + conv2(snake2(conv1(snake1(x)))), conv1 causal k=7 with dilation, conv2 k=1."""
+
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.act1 = SnakeBeta(dim)
+        self.conv1 = CausalConv1d(dim, dim, kernel_size=7, dilation=dilation)
+        self.act2 = SnakeBeta(dim)
+        self.conv2 = CausalConv1d(dim, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        h = self.conv1(self.act1(x), state)
+        h = self.conv2(self.act2(h), state)
+        return x + h
+
+
+class DecoderBlock(nn.Module):
+    """SnakeBeta, causal transposed conv (k = 2 * rate, stride = rate), residual units (1, 3, 9)."""
+
+    def __init__(self, in_dim: int, out_dim: int, rate: int):
+        super().__init__()
+        self.block = nn.ModuleList(
+            [SnakeBeta(in_dim), CausalTransposedConv1d(in_dim, out_dim, 2 * rate, rate)]
+            + [ResidualUnit(out_dim, dilation) for dilation in (1, 3, 9)]
+        )
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        for layer in self.block:
+            x = layer(x, state)
+        return x
+
+
+# --------------------------------------------------------------------------------------------------
+# Quantizer (decode side)
+# --------------------------------------------------------------------------------------------------
+
+
+class Codebook(nn.Module):
+    """`embedding_sum / clamp(cluster_usage, 1e-5)` rows; the division is cached until a weight changes."""
+
+    def __init__(self, codebook_size: int, dim: int):
+        super().__init__()
+        self.embedding_sum = nn.Parameter(torch.zeros(codebook_size, dim))
+        self.cluster_usage = nn.Parameter(torch.ones(codebook_size))
+        self._cache: tuple | None = None
+
+    def embedding(self) -> torch.Tensor:
+        key = tuple(
+            (p.data_ptr(), p._version, p.dtype, p.device) for p in (self.embedding_sum, self.cluster_usage)
+        )
+        if self._cache is None or self._cache[0] != key:
+            table = self.embedding_sum / self.cluster_usage.clamp(min=1e-5)[:, None]
+            self._cache = (key, table.detach())
+        return self._cache[1]
+
+
+class CodebookLayer(nn.Module):
+    def __init__(self, codebook_size: int, dim: int):
+        super().__init__()
+        self._codebook = Codebook(codebook_size, dim)
+
+
+class CodebookStack(nn.Module):
+    def __init__(self, num_layers: int, codebook_size: int, dim: int):
+        super().__init__()
+        self.layers = nn.ModuleList([CodebookLayer(codebook_size, dim) for _ in range(num_layers)])
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """Sequential sum of codebook lookups (in the model dtype), then a k=1 output projection.
+
+    `input_proj` only serves the encoder of the original training code; it is kept so that the
+    checkpoint loads strictly.
+    """
+
+    def __init__(self, num_layers: int, codebook_size: int, dim: int, io_dim: int):
+        super().__init__()
+        self.input_proj = nn.Conv1d(io_dim, dim, 1, bias=False)
+        self.output_proj = nn.Conv1d(dim, io_dim, 1, bias=False)
+        self.vq = CodebookStack(num_layers, codebook_size, dim)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, T, n_q) -> (B, io_dim, T)."""
+        # The reference starts from a 0-d float32 zero, which does not promote a bf16 sum.
+        total = None
+        for j, layer in enumerate(self.vq.layers):
+            vectors = F.embedding(codes[..., j], layer._codebook.embedding()).transpose(1, 2)
+            total = vectors if total is None else total + vectors
+        return self.output_proj(total)
+
+
+class SplitResidualVectorQuantizer(nn.Module):
+    """Codebook 0 through `rvq_first` (semantic), codebooks 1.. through `rvq_rest` (acoustic)."""
+
+    def __init__(self, config: CodecDecoderConfig):
+        super().__init__()
+        dim = config.codebook_dim // 2
+        self.rvq_first = ResidualVectorQuantizer(1, config.codebook_size, dim, config.codebook_dim)
+        self.rvq_rest = ResidualVectorQuantizer(
+            config.num_quantizers - 1, config.codebook_size, dim, config.codebook_dim
+        )
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.rvq_first(codes[..., :1]) + self.rvq_rest(codes[..., 1:])
+
+
+# --------------------------------------------------------------------------------------------------
+# Pre-transformer
+# --------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """Normalise in float32, cast back to the input dtype, then multiply by the weight."""
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class LayerScale(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    """Causal sliding-window MHA/GQA with rotate-half RoPE and no q/k norm.
+
+    A query at frame i sees keys at frames j with i - sliding_window < j <= i. In a stream the
+    keys/values of the last sliding_window - 1 frames are kept, which is all a later query can see.
+    """
+
+    def __init__(self, config: CodecDecoderConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.window = config.sliding_window
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.state_slot: int | None = None
+
+    stateful = True
+
+    def empty_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        empty = like.new_zeros(batch, self.num_kv_heads, 0, self.head_dim)
+        return empty, empty
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, state: DecoderState | None
+    ) -> torch.Tensor:
+        batch, n, _ = x.shape
+        q = self.q_proj(x).view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(batch, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(batch, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+
+        past = state.slots[self.state_slot] if state is not None else None
+        cached = 0
+        if past is not None:
+            cached = past[0].shape[2]
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        if state is not None:
+            keep = self.window - 1
+            state.slots[self.state_slot] = (k[:, :, -keep:].clone(), v[:, :, -keep:].clone()) if keep > 0 else None
+
+        # query i sits at index cached + i of the key axis; it sees keys at distance 0 .. window-1
+        distance = torch.arange(n, device=x.device)[:, None] + cached - torch.arange(k.shape[2], device=x.device)
+        mask = (distance >= 0) & (distance < self.window)
+        if state is not None and cached > 0 and min(state.positions) < cached:
+            # rows batched from streams at different positions: the cache is left-padded per row
+            valid = torch.tensor([min(p, cached) for p in state.positions], device=x.device)
+            real = torch.arange(k.shape[2], device=x.device)[None, :] >= (cached - valid)[:, None]
+            mask = mask[None, None] & real[:, None, None, :]
+
+        if self.num_kv_heads != self.num_heads:
+            groups = self.num_heads // self.num_kv_heads
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.head_dim**-0.5)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, n, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: CodecDecoderConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, config: CodecDecoderConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config)
+        self.self_attn_layer_scale = LayerScale(config.hidden_size)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+        self.mlp_layer_scale = LayerScale(config.hidden_size)
+
+    def forward(self, x, cos, sin, state):
+        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, state))
+        return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
+
+
+class PreTransformer(nn.Module):
+    def __init__(self, config: CodecDecoderConfig):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.rope_theta = config.rope_theta
+        self.input_proj = nn.Linear(config.latent_dim, config.hidden_size)
+        self.layers = nn.ModuleList([TransformerLayer(config) for _ in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.output_proj = nn.Linear(config.hidden_size, config.latent_dim)
+
+    def rotary(self, starts: list[int], n: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin (B or 1, 1, n, head_dim) for frames [start, start + n) of each row, computed in
+        float32 and cast to the model dtype."""
+        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
+        inv_freq = 1.0 / (self.rope_theta**exponent)
+        offsets = torch.tensor(starts if len(set(starts)) > 1 else starts[:1], dtype=torch.float32, device=device)
+        positions = offsets[:, None] + torch.arange(n, device=device, dtype=torch.float32)[None, :]
+        freqs = positions[..., None] * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        """x (B, T, latent_dim) -> (B, T, latent_dim); positions continue from `state.positions`."""
+        x = self.input_proj(x)
+        starts = state.positions if state is not None else [0]
+        cos, sin = self.rotary(starts, x.shape[1], x.dtype, x.device)
+        for layer in self.layers:
+            x = layer(x, cos, sin, state)
+        return self.output_proj(self.norm(x))
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoder
+# --------------------------------------------------------------------------------------------------
+
+
+class UpsampleStage(nn.ModuleList):
+    """`upsample.{i}.0` causal transposed conv (k = stride = ratio), `upsample.{i}.1` ConvNeXt."""
+
+    def __init__(self, dim: int, ratio: int):
+        super().__init__([CausalTransposedConv1d(dim, dim, ratio, ratio), ConvNeXtBlock(dim)])
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, state)
+        return x
+
+
+class CodecDecoder(nn.Module):
+    """Codes (B, T, num_quantizers) -> waveform (B, T * samples_per_frame) in [-1, 1]."""
+
+    def __init__(self, config: CodecDecoderConfig):
+        super().__init__()
+        self.config = config
+        self.samples_per_frame = config.samples_per_frame
+        self.quantizer = SplitResidualVectorQuantizer(config)
+        self.pre_conv = CausalConv1d(config.codebook_dim, config.latent_dim, kernel_size=3)
+        self.pre_transformer = PreTransformer(config)
+        self.upsample = nn.ModuleList([UpsampleStage(config.latent_dim, r) for r in config.upsampling_ratios])
+        stages: list[nn.Module] = [CausalConv1d(config.latent_dim, config.decoder_dim, kernel_size=7)]
+        dim = config.decoder_dim
+        for rate in config.upsample_rates:
+            stages.append(DecoderBlock(dim, dim // 2, rate))
+            dim //= 2
+        stages += [SnakeBeta(dim), CausalConv1d(dim, 1, kernel_size=7)]
+        self.decoder = nn.ModuleList(stages)
+
+        self._stateful = [m for m in self.modules() if getattr(m, "stateful", False)]
+        for slot, module in enumerate(self._stateful):
+            module.state_slot = slot
+        self.num_state_slots = len(self._stateful)
+
+    def new_state(self, batch: int = 1) -> DecoderState:
+        return DecoderState(self.num_state_slots, batch)
+
+    def forward(self, codes: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        """Decode `codes` (B, T, K), the next T frames of the stream(s) behind `state`.
+
+        `state=None` decodes a whole sequence from scratch. With a state, the call continues where
+        the previous one stopped and updates the state; the returned T * samples_per_frame samples
+        are final.
+        """
+        if codes.shape[-1] != self.config.num_quantizers:
+            raise ValueError(f"expected {self.config.num_quantizers} codebooks, got {codes.shape[-1]}")
+        if state is not None and state.batch != codes.shape[0]:
+            raise ValueError(f"state has {state.batch} rows, codes have {codes.shape[0]}")
+        hidden = self.quantizer(codes)
+        hidden = self.pre_conv(hidden, state).transpose(1, 2)
+        hidden = self.pre_transformer(hidden, state).transpose(1, 2)
+        for stage in self.upsample:
+            hidden = stage(hidden, state)
+        for stage in self.decoder:
+            hidden = stage(hidden, state)
+        if state is not None:
+            state.positions = [p + codes.shape[1] for p in state.positions]
+        return hidden.squeeze(1).clamp(min=-1.0, max=1.0)
+
+    def stack_states(self, states: list[DecoderState]) -> DecoderState:
+        """One batched state from single-row states (streams at any positions)."""
+        out = self.new_state(len(states))
+        out.positions = [s.position for s in states]
+        like = next(self.parameters())
+        for slot, module in enumerate(self._stateful):
+            items = [s.slots[slot] for s in states]
+            if all(item is None for item in items):
+                continue
+            if isinstance(module, Attention):
+                items = [item if item is not None else module.empty_state(1, like) for item in items]
+                length = max(item[0].shape[2] for item in items)
+                pad = lambda t: F.pad(t, (0, 0, length - t.shape[2], 0))  # noqa: E731 - left pad
+                out.slots[slot] = tuple(torch.cat([pad(item[j]) for item in items]) for j in (0, 1))
+            else:
+                items = [item if item is not None else module.empty_state(1, like) for item in items]
+                out.slots[slot] = torch.cat(items)
+        return out
+
+    def split_state(self, state: DecoderState) -> list[DecoderState]:
+        """Single-row states from a batched one (inverse of `stack_states`, padding dropped)."""
+        rows = []
+        for b, position in enumerate(state.positions):
+            row = self.new_state(1)
+            row.positions = [position]
+            for slot, item in enumerate(state.slots):
+                if item is None:
+                    continue
+                if isinstance(item, tuple):
+                    valid = min(position, item[0].shape[2])
+                    row.slots[slot] = tuple(t[b : b + 1, :, t.shape[2] - valid :].clone() for t in item)
+                else:
+                    row.slots[slot] = item[b : b + 1].clone()
+            rows.append(row)
+        return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Encoder
+# --------------------------------------------------------------------------------------------------
+
+# Checkpoint keys (transformers 4.57 Mimi layout under `encoder.`) -> transformers 5.x MimiModel names.
+_ENCODER_RENAMES = (
+    ("encoder.encoder.layers.", "encoder.encoder_seanet.layers."),
+    ("encoder.encoder_transformer.", "encoder.encoder_transformer."),
+    ("encoder.downsample.", "encoder.downsample."),
+    ("encoder.quantizer.", "quantizer."),
+)
+# Mimi decoder-half weights a codec file could carry; the encoder never uses them.
+_ENCODER_IGNORED = ("encoder.upsample.", "encoder.decoder_transformer.", "encoder.decoder.")
+
+
+class CodecEncoder(nn.Module):
+    """Audio (B, samples) at 24 kHz -> codes (B, num_quantizers, frames): transformers' Mimi encoder.
+
+    `mimi` is a `transformers.MimiModel` built from `encoder_config` with `decoder_config=None`,
+    so its decoder half is neither built nor loaded. Only the first `num_quantizers` (16 of 32)
+    RVQ layers run: the RVQ is sequential, so these equal the first 16 of a full encode.
+    """
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        from transformers import MimiModel
+
+        self.num_quantizers = config.encoder_valid_num_quantizers
+        self.mimi = MimiModel(config.mimi_config())
+        self.mimi.eval()
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        out = self.mimi.encode(audio[:, None, :], num_quantizers=self.num_quantizers, return_dict=True)
+        return out.audio_codes
+
+    def cast_(self, dtype: torch.dtype) -> "CodecEncoder":
+        """Cast parameters and persistent buffers only, keeping e.g. RoPE's float32 inv_freq."""
+        persistent = set(self.state_dict().keys())
+        for name, tensor in list(self.named_parameters()) + list(self.named_buffers()):
+            if name in persistent and tensor.is_floating_point():
+                tensor.data = tensor.data.to(dtype)
+        self.reset_codebook_cache()
+        return self
+
+    def reset_codebook_cache(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "_embed"):
+                module._embed = None
+
+    @staticmethod
+    def file_key(name: str) -> str:
+        """Checkpoint key of a `CodecEncoder` state-dict name."""
+        assert name.startswith("mimi.")
+        name = name[len("mimi.") :]
+        for file_prefix, model_prefix in _ENCODER_RENAMES:
+            if name.startswith(model_prefix):
+                return file_prefix + name[len(model_prefix) :]
+        raise KeyError(name)
+
+    def load_checkpoint_tensors(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
+        """Strictly load the `encoder.*` tensors of a codec file; errors name the file and key."""
+        load_module_weights(self, tensors, "encoder.", path, file_key=self.file_key, ignored=_ENCODER_IGNORED)
+        self.reset_codebook_cache()

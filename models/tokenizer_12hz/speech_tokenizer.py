@@ -1,0 +1,325 @@
+"""`SpeechTokenizer`: the 12 Hz codec behind one object (encode, decode, exact streaming decode).
+
+    tok = SpeechTokenizer.from_pretrained("ckpt/Qwen3-TTS-12Hz-0.6B-Base", dtype="bfloat16")
+    codes = tok.encode([wav_24k_mono])            # [LongTensor (F, 16)]
+    wavs = tok.decode(codes)                      # [np.ndarray float32 (F * 1920,)]
+    stream = tok.stream()
+    for frames in producer:                       # LongTensor (n, 16), any n
+        play(stream.push(frames))                 # n * 1920 final samples
+
+Audio handed to `encode` must already be 24 kHz mono float (shared/audio.py decodes and resamples).
+See docs/codec.md for the design and the exactness guarantees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_json, read_safetensors
+
+from .configuration_tokenizer_12hz import MODEL_TYPE, CodecConfig
+from .modeling_tokenizer_12hz import CodecDecoder, CodecEncoder, DecoderState
+
+CODEC_SUBDIR = "speech_tokenizer"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+# Frames per decoder call inside `decode` and `push`: bounds activation memory (the last stages
+# run at 24 kHz with 96+ channels) without changing the result, since chunks carry exact state.
+DEFAULT_MAX_CHUNK_FRAMES = 300
+
+
+def resolve_codec_dir(path: str | Path) -> Path:
+    """The codec directory: `path` itself (standalone codec) or `path/speech_tokenizer` (TTS checkpoint)."""
+    path = Path(path)
+    sub = path / CODEC_SUBDIR
+    if sub.is_dir():
+        return sub
+    root_config = path / CONFIG_NAME
+    if not root_config.is_file():
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: checkpoint directory not found")
+        raise CheckpointError(f"{root_config}: file not found")
+    model_type = read_json(root_config).get("model_type")
+    if model_type != MODEL_TYPE:
+        # A TTS checkpoint (or something else) without its codec.
+        raise CheckpointError(f"{sub / CONFIG_NAME}: file not found (model_type of {root_config} is {model_type!r})")
+    return path
+
+
+class CodecStream:
+    """One streaming decode: push frames, get their final samples. Drop the object to cancel.
+
+    The state is a handful of small tensors (see `state_nbytes`); the model is shared.
+    """
+
+    def __init__(self, tokenizer: "SpeechTokenizer"):
+        self._tokenizer = tokenizer
+        self._state: DecoderState = tokenizer.decoder.new_state()
+
+    @property
+    def frames_decoded(self) -> int:
+        return self._state.position
+
+    @property
+    def samples_decoded(self) -> int:
+        return self._state.position * self._tokenizer.samples_per_frame
+
+    @property
+    def state_nbytes(self) -> int:
+        return self._state.nbytes()
+
+    def push(self, frames) -> np.ndarray:
+        """Decode the next frames, a (n, num_quantizers) integer array; returns n * 1920 float32 samples.
+
+        The samples equal those of a full decode of the whole stream at the same positions.
+        """
+        codes = self._tokenizer._check_codes(frames, "frames", allow_empty=True)
+        if codes.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        wav = self._tokenizer._run_decoder(codes[None], self._state)
+        return wav[0].to(torch.float32).cpu().numpy()
+
+
+class SpeechTokenizer:
+    """Qwen3-TTS 12 Hz speech tokenizer: 24 kHz mono audio <-> (frames, 16) codes at 12.5 Hz."""
+
+    def __init__(
+        self,
+        config: CodecConfig,
+        decoder: CodecDecoder,
+        encoder: CodecEncoder | None,
+        dtype: torch.dtype,
+        device: torch.device,
+        max_chunk_frames: int = DEFAULT_MAX_CHUNK_FRAMES,
+    ):
+        self.config = config
+        self.decoder = decoder
+        self.encoder = encoder
+        self._dtype = dtype
+        self._device = device
+        self.max_chunk_frames = max_chunk_frames
+
+    # ------------------------------------------------------------------------------------------
+    # Loading
+    # ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "cpu",
+        load_encoder: bool = True,
+    ) -> "SpeechTokenizer":
+        """Load a standalone codec dir or the `speech_tokenizer/` of a TTS checkpoint dir.
+
+        The codec runs in `dtype` (the weights are stored in float32). `load_encoder=False` skips
+        the Mimi encoder for decode-only services.
+        """
+        torch_dtype = parse_dtype(dtype)
+        device = torch.device(device)
+        codec_dir = resolve_codec_dir(path)
+        config = CodecConfig.from_json_file(codec_dir / CONFIG_NAME)
+        weights_path = codec_dir / WEIGHTS_NAME
+        tensors = read_safetensors(weights_path)
+
+        decoder = CodecDecoder(config.decoder)
+        load_module_weights(decoder, tensors, "decoder.", weights_path)
+        decoder.to(device=device, dtype=torch_dtype).eval()
+
+        encoder = None
+        if load_encoder:
+            encoder = CodecEncoder(config)
+            encoder.load_checkpoint_tensors(tensors, weights_path)
+            encoder.to(device=device)
+            encoder.cast_(torch_dtype)
+            encoder.eval()
+        del tensors
+        return cls(config, decoder, encoder, torch_dtype, device)
+
+    # ------------------------------------------------------------------------------------------
+    # Properties
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.output_sample_rate
+
+    @property
+    def input_sample_rate(self) -> int:
+        return self.config.input_sample_rate
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.config.decode_upsample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.samples_per_frame
+
+    @property
+    def num_quantizers(self) -> int:
+        return self.config.num_quantizers
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    # ------------------------------------------------------------------------------------------
+    # Encode
+    # ------------------------------------------------------------------------------------------
+
+    def encode(self, audios: list[np.ndarray], sample_rate: int = 24000) -> list[torch.Tensor]:
+        """Encode 24 kHz mono float waveforms; returns one (ceil(n_i / 1920), 16) int64 tensor each.
+
+        Like the reference, the batch is right-padded with zeros and encoded together without a
+        padding mask (Mimi has none): everything is causal, but the last frame of a shorter item
+        can differ from encoding it alone. The audio is cast to the model dtype first.
+        """
+        if self.encoder is None:
+            raise RuntimeError("this SpeechTokenizer was loaded with load_encoder=False")
+        if sample_rate != self.input_sample_rate:
+            raise ValueError(
+                f"audio must be at {self.input_sample_rate} Hz (got sample_rate={sample_rate}); "
+                "resample it first (shared.audio)"
+            )
+        if isinstance(audios, (np.ndarray, torch.Tensor)):
+            raise ValueError("encode takes a list of 1-D waveforms; wrap a single waveform in a list")
+        waves = [self._check_audio(a, i) for i, a in enumerate(audios)]
+        if not waves:
+            return []
+        lengths = [w.shape[0] for w in waves]
+        batch = np.zeros((len(waves), max(lengths)), dtype=np.float32)
+        for i, w in enumerate(waves):
+            batch[i, : w.shape[0]] = w
+        audio = torch.from_numpy(batch).to(device=self._device, dtype=self._dtype)
+        with torch.inference_mode():
+            codes = self.encoder(audio)  # (B, K, F)
+        spf = self.config.encode_downsample_rate
+        out = []
+        for i, n in enumerate(lengths):
+            frames = -(-n // spf)
+            out.append(codes[i, :, :frames].transpose(0, 1).to(device="cpu", dtype=torch.int64).contiguous())
+        return out
+
+    def _check_audio(self, audio, index: int) -> np.ndarray:
+        if isinstance(audio, torch.Tensor):
+            audio = audio.detach().to("cpu").numpy()
+        if not isinstance(audio, np.ndarray):
+            raise ValueError(f"audio {index}: expected a numpy array, got {type(audio).__name__}")
+        if audio.ndim != 1:
+            raise ValueError(
+                f"audio {index}: expected a 1-D mono waveform, got shape {tuple(audio.shape)} "
+                "(downmix with shared.audio first)"
+            )
+        if audio.shape[0] == 0:
+            raise ValueError(f"audio {index}: empty waveform")
+        if not np.issubdtype(audio.dtype, np.floating):
+            raise ValueError(f"audio {index}: expected float samples in [-1, 1], got dtype {audio.dtype}")
+        audio = audio.astype(np.float32, copy=False)
+        if not np.isfinite(audio).all():
+            raise ValueError(f"audio {index}: contains NaN or infinite samples")
+        return audio
+
+    # ------------------------------------------------------------------------------------------
+    # Decode
+    # ------------------------------------------------------------------------------------------
+
+    def decode(self, codes: list[torch.Tensor]) -> list[np.ndarray]:
+        """Decode (T_i, 16) code tensors; returns float32 waveforms of T_i * 1920 samples.
+
+        This is the exact full-sequence decode (equal to streaming the same frames), not the
+        reference's 300-frame windows with 25 frames of context: the two agree on the first 300
+        frames and differ after (docs/codec.md).
+        """
+        if isinstance(codes, (np.ndarray, torch.Tensor)):
+            raise ValueError("decode takes a list of (frames, codebooks) code tensors; wrap a single one in a list")
+        items = [self._check_codes(c, f"codes {i}") for i, c in enumerate(codes)]
+        if not items:
+            return []
+        lengths = [c.shape[0] for c in items]
+        batch = torch.zeros((len(items), max(lengths), self.num_quantizers), dtype=torch.int64)
+        for i, c in enumerate(items):
+            batch[i, : c.shape[0]] = c  # right padding with code 0: causal, trimmed below
+        wav = self._run_decoder(batch, self.decoder.new_state(len(items)))
+        wav = wav.to(torch.float32).cpu().numpy()
+        spf = self.samples_per_frame
+        return [wav[i, : n * spf].copy() for i, n in enumerate(lengths)]
+
+    def stream(self) -> CodecStream:
+        """A new streaming decode (exact: same samples as `decode` of the concatenated frames)."""
+        return CodecStream(self)
+
+    def push_many(self, streams: list[CodecStream], frames: list) -> list[np.ndarray]:
+        """`streams[i].push(frames[i])` for all i in one batched decoder call.
+
+        Every item must have the same number of frames; the streams may be at any positions. The
+        result equals pushing each stream on its own (to float rounding), but the weights are read
+        once for the whole batch, which is what makes many concurrent streams cheap.
+        """
+        if len(streams) != len(frames):
+            raise ValueError(f"{len(streams)} streams but {len(frames)} frame chunks")
+        if len({id(s) for s in streams}) != len(streams):
+            raise ValueError("a stream appears more than once")
+        for s in streams:
+            if not isinstance(s, CodecStream) or s._tokenizer is not self:
+                raise ValueError("push_many takes streams created by this tokenizer's stream()")
+        items = [self._check_codes(f, f"frames {i}", allow_empty=True) for i, f in enumerate(frames)]
+        if not items:
+            return []
+        counts = {c.shape[0] for c in items}
+        if len(counts) != 1:
+            raise ValueError(f"push_many needs the same number of frames for every stream, got {sorted(counts)}")
+        if counts == {0}:
+            return [np.zeros(0, dtype=np.float32) for _ in items]
+        state = self.decoder.stack_states([s._state for s in streams])
+        wav = self._run_decoder(torch.stack(items), state).to(torch.float32).cpu().numpy()
+        for s, row in zip(streams, self.decoder.split_state(state)):
+            s._state = row
+        return [w.copy() for w in wav]
+
+    def _run_decoder(self, codes: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        codes = codes.to(self._device)
+        step = self.max_chunk_frames or codes.shape[1]
+        pieces = []
+        with torch.inference_mode():
+            for start in range(0, codes.shape[1], step):
+                pieces.append(self.decoder(codes[:, start : start + step], state))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+
+    def _check_codes(self, codes, what: str, allow_empty: bool = False) -> torch.Tensor:
+        if isinstance(codes, np.ndarray):
+            if not np.issubdtype(codes.dtype, np.integer):
+                raise ValueError(f"{what}: expected integer codes, got dtype {codes.dtype}")
+            codes = torch.from_numpy(codes)
+        if not isinstance(codes, torch.Tensor):
+            raise ValueError(f"{what}: expected a tensor of shape (frames, {self.num_quantizers}), got {type(codes).__name__}")
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise ValueError(f"{what}: expected integer codes, got dtype {codes.dtype}")
+        if codes.dim() != 2 or codes.shape[1] != self.num_quantizers:
+            raise ValueError(
+                f"{what}: expected shape (frames, {self.num_quantizers}) (one column per codebook), "
+                f"got {tuple(codes.shape)}"
+            )
+        if codes.shape[0] == 0:
+            if allow_empty:
+                return codes.to(device="cpu", dtype=torch.int64)
+            raise ValueError(f"{what}: no frames to decode")
+        codes = codes.detach().to(device="cpu", dtype=torch.int64)
+        low, high = int(codes.min()), int(codes.max())
+        if low < 0 or high >= self.codebook_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"{what}: code {bad} out of range [0, {self.codebook_size - 1}]")
+        return codes

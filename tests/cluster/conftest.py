@@ -1,0 +1,1 @@
+from tests.helpers.otlp import receiver  # noqa: F401 - the OTLP receiver fixture of this folder

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := clients/node/node_modules/.package-lock.json
 K8S_TOOLS_STAMP := k8s/tools/node_modules/.package-lock.json
 
-.PHONY: setup demo run node-deps k8s-deps check-k8s test test-fast bench bench-model reference-env protos check-protos check-images clean
+.PHONY: setup demo run node-deps k8s-deps check-k8s lint test test-fast bench bench-model reference-env protos check-protos check-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,12 @@ check-protos: $(STAMP)
 check-images: $(STAMP)
 	$(PY) -m deploy.check_images
 
-test: $(STAMP) reference-env check-protos check-images node-deps check-k8s
+# ruff: lint and formatting (pyproject.toml); `ruff format .` fixes the formatting.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: $(STAMP) reference-env lint check-protos check-images node-deps check-k8s
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -32,10 +32,10 @@ import numpy as np
 from bench.bench_model import TEXT, checkpoint
 from bench.report import machine, write_section
 from deploy.local import LocalCluster
-from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
 from models.qwen3_tts.prompts import plan_prompt
-from services.generator.runner import EngineRunner, RunnerLimits
 from models.tts import Qwen3TTS
+from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
+from services.generator.runner import EngineRunner, RunnerLimits
 from tools.random_checkpoints import default_checkpoint
 
 SCHEDULE = (1, 2, 4, 8)
@@ -75,10 +75,13 @@ async def in_process_round(tts: Qwen3TTS, runner: EngineRunner, streams: int, fr
 
 async def cluster_round(address: str, streams: int, frames: int):
     config = tts_pb2.SynthesisConfig(
-        voice=tts_pb2.VoiceSelection(preset_speaker="vivian"), language="english",
-        sampling=tts_pb2.SamplingOptions(do_sample=False), predictor_sampling=tts_pb2.SamplingOptions(do_sample=False),
-        max_audio_seconds=frames * FRAME_SECONDS, output_format=audio_pb2.AudioFormat(
-            encoding=audio_pb2.AUDIO_ENCODING_PCM16))
+        voice=tts_pb2.VoiceSelection(preset_speaker="vivian"),
+        language="english",
+        sampling=tts_pb2.SamplingOptions(do_sample=False),
+        predictor_sampling=tts_pb2.SamplingOptions(do_sample=False),
+        max_audio_seconds=frames * FRAME_SECONDS,
+        output_format=audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM16),
+    )
     async with grpc.aio.insecure_channel(address) as channel:
         stub = tts_pb2_grpc.TextToSpeechServiceStub(channel)
 
@@ -98,8 +101,11 @@ async def cluster_round(address: str, streams: int, frames: int):
 def summarize(rounds, streams: int, frames: int) -> dict:
     firsts = [f for firsts, _ in rounds for f in firsts]
     wall = statistics.median(w for _, w in rounds)
-    return {"p50": percentile(firsts, 50) * 1000, "p95": percentile(firsts, 95) * 1000,
-            "xrt": streams * frames * FRAME_SECONDS / wall}
+    return {
+        "p50": percentile(firsts, 50) * 1000,
+        "p95": percentile(firsts, 95) * 1000,
+        "xrt": streams * frames * FRAME_SECONDS / wall,
+    }
 
 
 async def measure_in_process(path, concurrency, frames, rounds) -> dict:
@@ -108,16 +114,19 @@ async def measure_in_process(path, concurrency, frames, rounds) -> dict:
     runner.start()
     try:
         await in_process_round(tts, runner, 1, 2)  # warm-up
-        return {n: summarize([await in_process_round(tts, runner, n, frames) for _ in range(rounds)], n, frames)
-                for n in concurrency}
+        return {
+            n: summarize([await in_process_round(tts, runner, n, frames) for _ in range(rounds)], n, frames)
+            for n in concurrency
+        }
     finally:
         await runner.stop()
 
 
 async def measure_cluster(address, concurrency, frames, rounds) -> dict:
     await cluster_round(address, 1, 2)  # warm-up
-    return {n: summarize([await cluster_round(address, n, frames) for _ in range(rounds)], n, frames)
-            for n in concurrency}
+    return {
+        n: summarize([await cluster_round(address, n, frames) for _ in range(rounds)], n, frames) for n in concurrency
+    }
 
 
 def main(argv=None) -> None:
@@ -132,27 +141,40 @@ def main(argv=None) -> None:
 
     local = asyncio.run(measure_in_process(path, concurrency, args.frames, args.rounds))
     env = {"GENERATOR_MAX_ACTIVE": str(max(concurrency)), "LOG_LEVEL": "WARNING"}
-    with tempfile.TemporaryDirectory() as run_dir, LocalCluster(
-            models={"custom_voice": path}, ports="free", run_dir=run_dir, extra_env=env) as cluster:
+    with (
+        tempfile.TemporaryDirectory() as run_dir,
+        LocalCluster(models={"custom_voice": path}, ports="free", run_dir=run_dir, extra_env=env) as cluster,
+    ):
         served = asyncio.run(measure_cluster(cluster.gateway_address, concurrency, args.frames, args.rounds))
 
-    rows = ["| streams | in-process p50 / p95 ms | cluster p50 / p95 ms | added p50 ms | "
-            "in-process x-real-time | cluster x-real-time |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| streams | in-process p50 / p95 ms | cluster p50 / p95 ms | added p50 ms | "
+        "in-process x-real-time | cluster x-real-time |",
+        "|---|---|---|---|---|---|",
+    ]
     for n in concurrency:
         a, b = local[n], served[n]
-        rows.append(f"| {n} | {a['p50']:.1f} / {a['p95']:.1f} | {b['p50']:.1f} / {b['p95']:.1f} | "
-                    f"{b['p50'] - a['p50']:+.1f} | {a['xrt']:.2f} | {b['xrt']:.2f} |")
+        rows.append(
+            f"| {n} | {a['p50']:.1f} / {a['p95']:.1f} | {b['p50']:.1f} / {b['p95']:.1f} | "
+            f"{b['p50'] - a['p50']:+.1f} | {a['xrt']:.2f} | {b['xrt']:.2f} |"
+        )
     command = f"python -m bench.bench_cluster --preset {args.preset} --frames {args.frames} --rounds {args.rounds}"
-    body = "\n".join([
-        f"## Cluster: time to first audio, gateway vs in-process ({args.preset}, cpu)", "",
-        f"Machine: {machine()}. Command: `{command}`.",
-        f"Each stream: greedy CustomVoice, {args.frames} frames ({args.frames * FRAME_SECONDS:.2f} s of audio), "
-        f"text known up front, chunk schedule {', '.join(map(str, SCHEDULE))} frames. Time to first audio is from "
-        "the request to the first decoded chunk (one frame); p50/p95 over every stream of "
-        f"{args.rounds} rounds. x-real-time: audio seconds per wall second, all streams together. "
-        "In the cluster the generator, codec and gateway are separate processes sharing this "
-        "machine's cores with the client; OpenMP waits passively (OMP_WAIT_POLICY=PASSIVE) in both "
-        "setups, since spinning processes steal each other's cores.", "", *rows])
+    body = "\n".join(
+        [
+            f"## Cluster: time to first audio, gateway vs in-process ({args.preset}, cpu)",
+            "",
+            f"Machine: {machine()}. Command: `{command}`.",
+            f"Each stream: greedy CustomVoice, {args.frames} frames ({args.frames * FRAME_SECONDS:.2f} s of audio), "
+            f"text known up front, chunk schedule {', '.join(map(str, SCHEDULE))} frames. Time to first audio is from "
+            "the request to the first decoded chunk (one frame); p50/p95 over every stream of "
+            f"{args.rounds} rounds. x-real-time: audio seconds per wall second, all streams together. "
+            "In the cluster the generator, codec and gateway are separate processes sharing this "
+            "machine's cores with the client; OpenMP waits passively (OMP_WAIT_POLICY=PASSIVE) in both "
+            "setups, since spinning processes steal each other's cores.",
+            "",
+            *rows,
+        ]
+    )
     print(body)
     write_section(f"bench-cluster-cpu-{args.preset}", body)
 

@@ -18,19 +18,19 @@ import subprocess
 import time
 from pathlib import Path
 
-import torch
-
 from bench.codec_stream import measure_stream_decode
 from bench.report import machine, write_section
-from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from models.qwen3_tts.prompts import plan_prompt
+from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from models.tts import Qwen3TTS
 from tools.random_checkpoints import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_MS = 80.0
-TEXT = ("The quick brown fox jumps over the lazy dog while the band plays on, "
-        "and every listener hears each word arrive before the sentence ends.")
+TEXT = (
+    "The quick brown fox jumps over the lazy dog while the band plays on, "
+    "and every listener hears each word arrive before the sentence ends."
+)
 
 
 def checkpoint(preset: str) -> Path:
@@ -71,16 +71,32 @@ def _frames_per_second(tts: Qwen3TTS, sessions: int, steps: int, warmup: int) ->
 def reference_timing(path: Path, dtype: str, frames: int, device: str) -> dict:
     python = ROOT / ".venv-ref" / "bin" / "python"
     out = subprocess.run(
-        [str(python), str(ROOT / "bench" / "reference_timing.py"), "--checkpoint", str(path),
-         "--dtype", dtype, "--frames", str(frames), "--text", TEXT, "--device", device],
-        check=True, capture_output=True, text=True,
+        [
+            str(python),
+            str(ROOT / "bench" / "reference_timing.py"),
+            "--checkpoint",
+            str(path),
+            "--dtype",
+            dtype,
+            "--frames",
+            str(frames),
+            "--text",
+            TEXT,
+            "--device",
+            device,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="0.6b-full", help="0.6b-full (default), 1.7b-full, or tiny for a quick check")
+    parser.add_argument(
+        "--preset", default="0.6b-full", help="0.6b-full (default), 1.7b-full, or tiny for a quick check"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--frames", type=int, default=24, help="timed frames per measurement")
     parser.add_argument("--no-reference", action="store_true")
@@ -94,9 +110,14 @@ def main(argv=None) -> None:
         ours_ms = 1000 / single
         ref = None if args.no_reference else reference_timing(path, dtype, args.frames, args.device)
         rows.append((dtype, ours_ms, ref))
-        print(f"{dtype}: ours {ours_ms:.0f} ms/frame ({FRAME_MS / ours_ms:.2f}x real time)"
-              + ("" if ref is None else f"; reference {ref['ms_per_frame']:.0f} ms/frame"
-                 f" -> speed-up {ref['ms_per_frame'] / ours_ms:.2f}x"))
+        print(
+            f"{dtype}: ours {ours_ms:.0f} ms/frame ({FRAME_MS / ours_ms:.2f}x real time)"
+            + (
+                ""
+                if ref is None
+                else f"; reference {ref['ms_per_frame']:.0f} ms/frame -> speed-up {ref['ms_per_frame'] / ours_ms:.2f}x"
+            )
+        )
         for sessions in (1, 4, 8):
             fps = single if sessions == 1 else frames_per_second(tts, sessions, args.frames)
             batch_rows.append((dtype, sessions, fps))
@@ -124,18 +145,32 @@ def main(argv=None) -> None:
         ref_ms = "n/a" if ref is None else f"{ref['ms_per_frame']:.0f}"
         speedup = "n/a" if ref is None else f"{ref['ms_per_frame'] / ours_ms:.2f}x"
         lines.append(f"| {dtype} | {ours_ms:.0f} | {FRAME_MS / ours_ms:.2f} | {ref_ms} | {speedup} |")
-    lines += ["", "Aggregate throughput, sessions advanced by one batched step:", "",
-              "| dtype | sessions | frames/s | vs one session |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "Aggregate throughput, sessions advanced by one batched step:",
+        "",
+        "| dtype | sessions | frames/s | vs one session |",
+        "|---|---|---|---|",
+    ]
     singles = {dtype: fps for dtype, sessions, fps in batch_rows if sessions == 1}
     for dtype, sessions, fps in batch_rows:
         lines.append(f"| {dtype} | {sessions} | {fps:.2f} | {fps / singles[dtype]:.1f}x |")
-    lines += ["", "Streaming codec decode (float32, one stream): ms per frame by position in the stream:", "",
-              "| frames | chunks of 1 | chunks of 4 |", "|---|---|---|"]
+    lines += [
+        "",
+        "Streaming codec decode (float32, one stream): ms per frame by position in the stream:",
+        "",
+        "| frames | chunks of 1 | chunks of 4 |",
+        "|---|---|---|",
+    ]
     for window in streams[1]["ms_per_frame"]:
-        lines.append(f"| {window} | {streams[1]['ms_per_frame'][window]:.1f} | {streams[4]['ms_per_frame'][window]:.1f} |")
+        lines.append(
+            f"| {window} | {streams[1]['ms_per_frame'][window]:.1f} | {streams[4]['ms_per_frame'][window]:.1f} |"
+        )
     if rows[0][2] is not None:
-        lines.append(f"\nReference codec: decoding 25 frames took {rows[0][2]['decode_25_frames_ms']:.0f} ms "
-                     "(float32, whole-clip decode).")
+        lines.append(
+            f"\nReference codec: decoding 25 frames took {rows[0][2]['decode_25_frames_ms']:.0f} ms "
+            "(float32, whole-clip decode)."
+        )
     write_section(f"bench-model-{args.device}-{args.preset}", "\n".join(lines))
 
 

@@ -92,8 +92,12 @@ def measure_many_streams(tokenizer, streams: int = 4, frames: int = 40, chunk: i
         piece = codes[k * chunk : (k + 1) * chunk]
         tokenizer.push_many(group, [piece] * streams)
     step_ms = (time.perf_counter() - t0) * 1e3 / steps
-    return {"streams": streams, "chunk": chunk, "ms_per_step": step_ms,
-            "ms_per_stream_frame": step_ms / (streams * chunk)}
+    return {
+        "streams": streams,
+        "chunk": chunk,
+        "ms_per_step": step_ms,
+        "ms_per_stream_frame": step_ms / (streams * chunk),
+    }
 
 
 def _checkpoint(preset: str, layers: int) -> Path:
@@ -110,15 +114,24 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="codec or TTS checkpoint dir (default: write one)")
-    parser.add_argument("--preset", default="0.6b", choices=("tiny", "0.6b", "1.7b"),
-                        help="widths of the written codec (0.6b/1.7b = the real codec)")
+    parser.add_argument(
+        "--preset",
+        default="0.6b",
+        choices=("tiny", "0.6b", "1.7b"),
+        help="widths of the written codec (0.6b/1.7b = the real codec)",
+    )
     parser.add_argument("--layers", type=int, default=8, help="pre-transformer layers of the written codec")
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--chunk", type=int, nargs="+", default=[1])
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--streams", type=int, nargs="*", default=[],
-                        help="also time this many streams advanced together by push_many (e.g. 1 4 8)")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time this many streams advanced together by push_many (e.g. 1 4 8)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     args = parser.parse_args()
     if args.threads:
@@ -127,17 +140,26 @@ def main() -> None:
     path = args.checkpoint or _checkpoint(args.preset, args.layers)
     tok = SpeechTokenizer.from_pretrained(path, dtype=args.dtype, device=args.device, load_encoder=False)
     windows = tuple((lo, lo + 50) for lo in range(0, args.frames - 49, 100)) or DEFAULT_WINDOWS
-    print(f"codec {path} ({args.dtype}, {args.device}, {torch.get_num_threads()} threads), "
-          f"{args.frames} frames per stream", flush=True)
+    print(
+        f"codec {path} ({args.dtype}, {args.device}, {torch.get_num_threads()} threads), "
+        f"{args.frames} frames per stream",
+        flush=True,
+    )
     for chunk in args.chunk:
         r = measure_stream_decode(tok, frames=args.frames, chunk=chunk, windows=windows)
         cols = "  ".join(f"{k}: {v:6.2f}" for k, v in r["ms_per_frame"].items())
-        print(f"chunk {chunk:3d}: ms/frame by frames  {cols}  | mean {r['mean_ms_per_frame']:.2f} "
-              f"({r['x_real_time']:.1f}x real time), state {r['state_bytes'] / 2**20:.2f} MiB", flush=True)
+        print(
+            f"chunk {chunk:3d}: ms/frame by frames  {cols}  | mean {r['mean_ms_per_frame']:.2f} "
+            f"({r['x_real_time']:.1f}x real time), state {r['state_bytes'] / 2**20:.2f} MiB",
+            flush=True,
+        )
     for n in args.streams:
         r = measure_many_streams(tok, streams=n, chunk=args.chunk[0])
-        print(f"{n:3d} streams by push_many, chunk {r['chunk']}: {r['ms_per_step']:.1f} ms per step, "
-              f"{r['ms_per_stream_frame']:.1f} ms per stream-frame", flush=True)
+        print(
+            f"{n:3d} streams by push_many, chunk {r['chunk']}: {r['ms_per_step']:.1f} ms per step, "
+            f"{r['ms_per_stream_frame']:.1f} ms per stream-frame",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

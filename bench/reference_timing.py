@@ -26,8 +26,15 @@ def timed_generate(model, frames: int, text: str) -> float:
 
     model.model.generate = timed
     try:
-        model.generate_custom_voice(text=text, speaker="vivian", language="english", non_streaming_mode=True,
-                                    do_sample=False, subtalker_dosample=False, max_new_tokens=frames + 1)
+        model.generate_custom_voice(
+            text=text,
+            speaker="vivian",
+            language="english",
+            non_streaming_mode=True,
+            do_sample=False,
+            subtalker_dosample=False,
+            max_new_tokens=frames + 1,
+        )
     finally:
         model.model.generate = inner
     return spent[0]
@@ -52,8 +59,10 @@ def main():
     start = time.perf_counter()
     model.model.speech_tokenizer.decode(codes)
     decode_25 = time.perf_counter() - start
-    print(json.dumps({"ms_per_frame": 1000 * (long - short) / args.frames, "decode_25_frames_ms": 1000 * decode_25}),
-          file=real_stdout)
+    print(
+        json.dumps({"ms_per_frame": 1000 * (long - short) / args.frames, "decode_25_frames_ms": 1000 * decode_25}),
+        file=real_stdout,
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ from pathlib import Path
 import torch
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nWritten by the benchmark scripts (`make bench-model`, ...); numbers are from the machine named in each section.\n"
+HEADER = (
+    "# Benchmarks\n\nWritten by the benchmark scripts (`make bench-model`, ...); numbers are from the machine "
+    "named in each section.\n"
+)
 
 
 def machine(device: str = "cpu") -> str:

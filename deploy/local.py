@@ -34,7 +34,8 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tools.random_checkpoints import MODEL_TYPES as KINDS, default_checkpoint
+from tools.random_checkpoints import MODEL_TYPES as KINDS
+from tools.random_checkpoints import default_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -148,8 +149,15 @@ def redis_answers(port: int) -> bool:
 class _Process:
     """One child process: its log file, how to tell it is ready, how to stop it."""
 
-    def __init__(self, name: str, address: str, argv: list[str], env: Mapping[str, str], log_path: Path,
-                 ready: Callable[[], bool]):
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        ready: Callable[[], bool],
+    ):
         self.name, self.address, self.log_path, self.ready = name, address, log_path, ready
         self._argv, self._env = argv, env
         self.popen = self._spawn("wb")
@@ -159,8 +167,15 @@ class _Process:
         with open(self.log_path, mode) as log:
             # Its own session: Ctrl-C in a terminal reaches only the launcher, which stops the
             # processes in order.
-            return subprocess.Popen(self._argv, env=self._env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                self._argv,
+                env=self._env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def respawn(self) -> None:
         """Start it again, as before (same port, same data), once it has exited; its log goes on."""
@@ -170,8 +185,10 @@ class _Process:
 
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
-            raise ClusterError(f"{self.name} exited with status {self.popen.returncode}; "
-                               f"the end of {self.log_path}:\n{self.log_tail()}")
+            raise ClusterError(
+                f"{self.name} exited with status {self.popen.returncode}; "
+                f"the end of {self.log_path}:\n{self.log_tail()}"
+            )
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -192,9 +209,16 @@ class LocalCluster:
     gateway_address, codec_address, generator_addresses[kind], registry_address, redis_port, plus
     models ({kind: checkpoint}), pids ({process name: pid}), log_dir and routes_file."""
 
-    def __init__(self, *, models: Mapping[str, str | os.PathLike | None] | None = None,
-                 ports: str | Mapping[str, int] = "default", run_dir: str | os.PathLike | None = None,
-                 extra_env: Mapping[str, str] | None = None, timeout: float = 300.0, stop_timeout: float = 15.0):
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, str | os.PathLike | None] | None = None,
+        ports: str | Mapping[str, int] = "default",
+        run_dir: str | os.PathLike | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        timeout: float = 300.0,
+        stop_timeout: float = 15.0,
+    ):
         self._models_arg, self._ports_arg = models, ports
         self.run_dir = Path(run_dir) if run_dir is not None else REPO_ROOT / "var" / "run"
         self.log_dir = self.run_dir / "logs"
@@ -242,25 +266,50 @@ class LocalCluster:
             directory.mkdir(parents=True, exist_ok=True)
 
         port = str(self.redis_port)
-        self._spawn("redis", f"{HOST}:{port}",
-                    [redis_server_binary(), "--port", port, "--bind", HOST, "--dir", str(redis_dir),
-                     "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-                    {}, ready=lambda: redis_answers(self.redis_port))
-        self._spawn_service("registry", "registry", self.registry_address,
-                            REGISTRY_REDIS_URL=f"redis://{HOST}:{port}/0")
+        self._spawn(
+            "redis",
+            f"{HOST}:{port}",
+            [
+                redis_server_binary(),
+                "--port",
+                port,
+                "--bind",
+                HOST,
+                "--dir",
+                str(redis_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            {},
+            ready=lambda: redis_answers(self.redis_port),
+        )
+        self._spawn_service(
+            "registry", "registry", self.registry_address, REGISTRY_REDIS_URL=f"redis://{HOST}:{port}/0"
+        )
         # All the models share one codec; take it from the CustomVoice checkpoint when there is one.
         codec_checkpoint = self.models.get("custom_voice") or next(iter(self.models.values()))
         self._spawn_service("codec", "codec", self.codec_address, CODEC_CHECKPOINT=str(codec_checkpoint))
         for kind, checkpoint in self.models.items():
-            self._spawn_service(f"generator-{kind}", "generator", self.generator_addresses[kind],
-                                GENERATOR_CHECKPOINT=str(checkpoint))
+            self._spawn_service(
+                f"generator-{kind}", "generator", self.generator_addresses[kind], GENERATOR_CHECKPOINT=str(checkpoint)
+            )
         self._wait_ready(deadline)
 
-        self.routes_file.write_text("".join(
-            f'[[generators]]\naddress = "{address}"\n\n' for address in self.generator_addresses.values()))
-        self._spawn_service("gateway", "gateway", self.gateway_address,
-                            GATEWAY_CODEC_ADDRESS=self.codec_address, GATEWAY_ROUTES_FILE=str(self.routes_file),
-                            GATEWAY_REGISTRY_ADDRESS=self.registry_address)
+        self.routes_file.write_text(
+            "".join(f'[[generators]]\naddress = "{address}"\n\n' for address in self.generator_addresses.values())
+        )
+        self._spawn_service(
+            "gateway",
+            "gateway",
+            self.gateway_address,
+            GATEWAY_CODEC_ADDRESS=self.codec_address,
+            GATEWAY_ROUTES_FILE=str(self.routes_file),
+            GATEWAY_REGISTRY_ADDRESS=self.registry_address,
+        )
         self._wait_ready(deadline)
 
     def _spawn_service(self, name: str, service: str, address: str, **env: str) -> None:
@@ -268,16 +317,24 @@ class LocalCluster:
         host, port = address.rsplit(":", 1)
         prefix = service.upper()
         env = {f"{prefix}_HOST": host, f"{prefix}_PORT": port, **env}
-        self._spawn(name, address, [sys.executable, "-m", f"services.{service}"], env,
-                    ready=lambda: grpc_serving(address))
+        self._spawn(
+            name, address, [sys.executable, "-m", f"services.{service}"], env, ready=lambda: grpc_serving(address)
+        )
 
-    def _spawn(self, name: str, address: str, argv: list[str], env: Mapping[str, str],
-               ready: Callable[[], bool]) -> None:
+    def _spawn(
+        self, name: str, address: str, argv: list[str], env: Mapping[str, str], ready: Callable[[], bool]
+    ) -> None:
         # OMP_WAIT_POLICY=PASSIVE: the model processes share this machine's cores, and OpenMP's
         # default spin-waiting after each op steals them from one another (on 2 cores it added
         # ~250 ms to the first audio of the 0.6B model; docs/benchmarks.md).
-        env = {"PYTHONUNBUFFERED": "1", "GRPC_GRACE_SECONDS": DEFAULT_GRACE_SECONDS, "OMP_WAIT_POLICY": "PASSIVE",
-               **os.environ, **self.extra_env, **env}
+        env = {
+            "PYTHONUNBUFFERED": "1",
+            "GRPC_GRACE_SECONDS": DEFAULT_GRACE_SECONDS,
+            "OMP_WAIT_POLICY": "PASSIVE",
+            **os.environ,
+            **self.extra_env,
+            **env,
+        }
         self._processes.append(_Process(name, address, argv, env, self.log_dir / f"{name}.log", ready))
 
     def _wait_ready(self, deadline: float) -> None:
@@ -337,13 +394,16 @@ def main() -> int:
         print("\nQwen3-TTS cluster is up:")
         for name, address, pid in cluster.processes:
             print(f"  {name:24} {address:18} pid {pid}")
-        print(f"""
+        print(
+            f"""
 Try it:
   .venv/bin/python -m qwentts_cli models
   .venv/bin/python -m qwentts_cli synthesize --speaker vivian --text "Hello there." --out hello.wav
   echo "Hello there." | .venv/bin/python -m qwentts_cli stream-stdin --speaker vivian --out hello.pcm
   node clients/node/bidi.mjs {cluster.gateway_address}      (after `make node-deps`)
-The gateway is {cluster.gateway_address} (the CLI's default). Ctrl-C stops everything.""", flush=True)
+The gateway is {cluster.gateway_address} (the CLI's default). Ctrl-C stops everything.""",
+            flush=True,
+        )
         while True:
             time.sleep(1)
             cluster.check()

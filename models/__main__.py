@@ -12,9 +12,8 @@ import time
 
 import soundfile as sf
 
-from tools.random_checkpoints import default_checkpoint
-
 from models.tts import Qwen3TTS
+from tools.random_checkpoints import default_checkpoint
 
 
 def main(argv=None) -> None:
@@ -42,15 +41,21 @@ def main(argv=None) -> None:
     if kind == "base":
         raise SystemExit("a Base checkpoint clones voices; the demo needs a CustomVoice or VoiceDesign one")
     [utterance] = tts.generate(
-        [args.text], language=args.language, speaker=speaker, instruct=instruct,
-        max_new_tokens=args.max_frames + 1, seed=args.seed,
+        [args.text],
+        language=args.language,
+        speaker=speaker,
+        instruct=instruct,
+        max_new_tokens=args.max_frames + 1,
+        seed=args.seed,
     )
     done = time.perf_counter()
     sf.write(args.out, utterance.audio, tts.codec.sample_rate)
     seconds = len(utterance.audio) / tts.codec.sample_rate
     print(f"checkpoint: {path} ({kind}, loaded in {loaded - start:.1f} s)")
-    print(f"wrote {args.out}: {seconds:.2f} s of audio, {len(utterance.codes)} frames, "
-          f"finish={utterance.finish_reason.value}, synthesis {done - loaded:.1f} s")
+    print(
+        f"wrote {args.out}: {seconds:.2f} s of audio, {len(utterance.codes)} frames, "
+        f"finish={utterance.finish_reason.value}, synthesis {done - loaded:.1f} s"
+    )
     if args.checkpoint is None:
         print("note: the default checkpoint has random weights, so the audio is noise, not speech")
 

@@ -61,8 +61,13 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_module_weights(
-    module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path, *,
-    file_key=None, ignored: tuple[str, ...] = (),
+    module: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    prefix: str,
+    path: Path,
+    *,
+    file_key=None,
+    ignored: tuple[str, ...] = (),
 ) -> None:
     """Copy `tensors[prefix + name]` into every parameter and persistent buffer of `module`.
 

@@ -15,17 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
-from shared.audio import prepare_reference_audio
 from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_json, read_safetensors
-
-from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig
 from models.cpu_kernels import pack_linears, packing_supported
 from models.engine.engine import Engine, FinishReason
-from models.qwen3_tts.modeling_qwen3_tts import Talker
-from models.qwen3_tts.prompts import ClonePrompt, PromptError, TextTokenizer, plan_prompt
 from models.engine.sampling import SamplingParams
+from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig
+from models.qwen3_tts.modeling_qwen3_tts import Talker
 from models.qwen3_tts.modeling_speaker_encoder import SpeakerEncoder
+from models.qwen3_tts.prompts import ClonePrompt, PromptError, TextTokenizer, plan_prompt
+from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
+from shared.audio import prepare_reference_audio
 
 
 @dataclass
@@ -36,9 +35,16 @@ class Utterance:
 
 
 class Qwen3TTS:
-    def __init__(self, path: Path, config: Qwen3TTSConfig, talker: Talker,
-                 speaker_encoder: SpeakerEncoder | None, tokenizer: TextTokenizer,
-                 codec: SpeechTokenizer | None, defaults: SamplingParams):
+    def __init__(
+        self,
+        path: Path,
+        config: Qwen3TTSConfig,
+        talker: Talker,
+        speaker_encoder: SpeakerEncoder | None,
+        tokenizer: TextTokenizer,
+        codec: SpeechTokenizer | None,
+        defaults: SamplingParams,
+    ):
         self.path = path
         self.config = config
         self.talker = talker
@@ -48,7 +54,7 @@ class Qwen3TTS:
         self.defaults = defaults
 
     @classmethod
-    def from_pretrained(cls, path, *, dtype="float32", device="cpu", load_codec: bool = True) -> "Qwen3TTS":
+    def from_pretrained(cls, path, *, dtype="float32", device="cpu", load_codec: bool = True) -> Qwen3TTS:
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"{path}: checkpoint directory not found")
@@ -109,8 +115,9 @@ class Qwen3TTS:
     # ----- voices -----
 
     @torch.inference_mode()
-    def create_voice_clone_prompt(self, audio: np.ndarray, sample_rate: int,
-                                  ref_text: str | None = None) -> ClonePrompt:
+    def create_voice_clone_prompt(
+        self, audio: np.ndarray, sample_rate: int, ref_text: str | None = None
+    ) -> ClonePrompt:
         """A cloned voice from reference audio: with `ref_text` for in-context cloning, without it
         the speaker embedding alone."""
         if self.speaker_encoder is None:
@@ -128,20 +135,37 @@ class Qwen3TTS:
     # ----- whole utterances -----
 
     @torch.inference_mode()
-    def generate(self, texts: list[str], *, language="auto", speaker=None, instruct=None,
-                 clone: ClonePrompt | None = None, non_streaming: bool = True, decode: bool = True,
-                 **sampling) -> list[Utterance]:
+    def generate(
+        self,
+        texts: list[str],
+        *,
+        language="auto",
+        speaker=None,
+        instruct=None,
+        clone: ClonePrompt | None = None,
+        non_streaming: bool = True,
+        decode: bool = True,
+        **sampling,
+    ) -> list[Utterance]:
         """Synthesize each text (one session each, stepped together). `language`, `speaker` and
         `instruct` may be one value for all texts or a list with one per text."""
         n = len(texts)
-        languages, speakers, instructs = (_per_text(v, n, name) for v, name in
-                                          ((language, "language"), (speaker, "speaker"), (instruct, "instruct")))
+        languages, speakers, instructs = (
+            _per_text(v, n, name) for v, name in ((language, "language"), (speaker, "speaker"), (instruct, "instruct"))
+        )
         params = self.sampling(**sampling)
         engine = self.new_engine()
         sessions = []
         for text, lang, spk, ins in zip(texts, languages, speakers, instructs):
-            plan = plan_prompt(self.config, self.tokenizer, language=lang, speaker=spk, instruct=ins,
-                               clone=clone, non_streaming=non_streaming)
+            plan = plan_prompt(
+                self.config,
+                self.tokenizer,
+                language=lang,
+                speaker=spk,
+                instruct=ins,
+                clone=clone,
+                non_streaming=non_streaming,
+            )
             session = engine.start(plan, params)
             engine.add_text(session, self.tokenizer.target_ids(text))
             engine.close_text(session)
@@ -156,17 +180,21 @@ class Qwen3TTS:
             self._decode(utterances, clone)
         return utterances
 
-    def generate_custom_voice(self, texts, speaker, *, language="auto", instruct=None,
-                              non_streaming=True, **sampling) -> list[Utterance]:
-        return self.generate(texts, language=language, speaker=speaker, instruct=instruct,
-                             non_streaming=non_streaming, **sampling)
+    def generate_custom_voice(
+        self, texts, speaker, *, language="auto", instruct=None, non_streaming=True, **sampling
+    ) -> list[Utterance]:
+        return self.generate(
+            texts, language=language, speaker=speaker, instruct=instruct, non_streaming=non_streaming, **sampling
+        )
 
-    def generate_voice_design(self, texts, instruct, *, language="auto", non_streaming=True,
-                              **sampling) -> list[Utterance]:
+    def generate_voice_design(
+        self, texts, instruct, *, language="auto", non_streaming=True, **sampling
+    ) -> list[Utterance]:
         return self.generate(texts, language=language, instruct=instruct, non_streaming=non_streaming, **sampling)
 
-    def generate_voice_clone(self, texts, clone: ClonePrompt, *, language="auto", non_streaming=False,
-                             **sampling) -> list[Utterance]:
+    def generate_voice_clone(
+        self, texts, clone: ClonePrompt, *, language="auto", non_streaming=False, **sampling
+    ) -> list[Utterance]:
         return self.generate(texts, language=language, clone=clone, non_streaming=non_streaming, **sampling)
 
     def _decode(self, utterances: list[Utterance], clone: ClonePrompt | None) -> None:

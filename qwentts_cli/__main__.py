@@ -13,9 +13,9 @@
 --address defaults to $QWENTTS_ADDRESS, else 127.0.0.1:50051; --api-key to $QWENTTS_API_KEY (sent
 as `x-api-key` metadata on every call; needed when the gateway has GATEWAY_API_KEYS). The
 extension of --out picks the encoding (.wav, .flac, .raw/.pcm: 16-bit PCM, .ulaw: mu-law) unless
---encoding names one; "--out -" writes to stdout. Audio is written as it arrives; a streamed WAV file gets its header sizes set at
-the end (a stream's header says "length unknown"). A failed call prints the status code, the
-ErrorInfo reason and the bad fields, and exits with status 1.
+--encoding names one; "--out -" writes to stdout. Audio is written as it arrives; a streamed WAV
+file gets its header sizes set at the end (a stream's header says "length unknown"). A failed
+call prints the status code, the ErrorInfo reason and the bad fields, and exits with status 1.
 """
 
 from __future__ import annotations
@@ -44,8 +44,11 @@ ENCODINGS = {
     "pcm_f32": audio_pb2.AUDIO_ENCODING_PCM_F32,
 }
 EXTENSIONS = {".wav": "wav", ".flac": "flac", ".raw": "pcm16", ".pcm": "pcm16", ".ulaw": "mulaw"}
-VOICE_KINDS = {"cloned": voices_pb2.VOICE_KIND_CLONED, "designed": voices_pb2.VOICE_KIND_DESIGNED,
-               "preset": voices_pb2.VOICE_KIND_PRESET}
+VOICE_KINDS = {
+    "cloned": voices_pb2.VOICE_KIND_CLONED,
+    "designed": voices_pb2.VOICE_KIND_DESIGNED,
+    "preset": voices_pb2.VOICE_KIND_PRESET,
+}
 
 
 def choose_encoding(out: str, encoding: str | None) -> str:
@@ -55,14 +58,19 @@ def choose_encoding(out: str, encoding: str | None) -> str:
     try:
         return EXTENSIONS[Path(out).suffix.lower()]
     except KeyError:
-        raise ValueError(f"cannot tell the encoding from {out!r} (extensions: {', '.join(EXTENSIONS)}); "
-                         "pass --encoding") from None
+        raise ValueError(
+            f"cannot tell the encoding from {out!r} (extensions: {', '.join(EXTENSIONS)}); pass --encoding"
+        ) from None
 
 
 def synthesis_config(args: argparse.Namespace) -> tts_pb2.SynthesisConfig:
     config = tts_pb2.SynthesisConfig(
-        language=args.language, instruct=args.instruct, model=args.model, max_audio_seconds=args.max_seconds,
-        output_format=audio_pb2.AudioFormat(encoding=ENCODINGS[args.encoding], sample_rate_hz=args.sample_rate))
+        language=args.language,
+        instruct=args.instruct,
+        model=args.model,
+        max_audio_seconds=args.max_seconds,
+        output_format=audio_pb2.AudioFormat(encoding=ENCODINGS[args.encoding], sample_rate_hz=args.sample_rate),
+    )
     if args.speaker:
         config.voice.preset_speaker = args.speaker
     elif args.design:
@@ -106,7 +114,7 @@ class Output:
 
     def write(self, data: bytes) -> None:
         if self.file is None:
-            self.file = sys.stdout.buffer if self.path == "-" else open(self.path, "w+b")
+            self.file = sys.stdout.buffer if self.path == "-" else open(self.path, "w+b")  # noqa: SIM115 - kept for the stream
         self.file.write(data)
         self.file.flush()
 
@@ -167,11 +175,13 @@ def report(out: str, summary: tts_pb2.SynthesisSummary | None) -> None:
         print(f"wrote {out}; the stream ended without a summary", file=sys.stderr)
         return
     fmt = summary.output_format
-    print(f"wrote {out}: {summary.usage.audio_seconds:.2f} s of audio at {fmt.sample_rate_hz} Hz "
-          f"({audio_pb2.AudioEncoding.Name(fmt.encoding).removeprefix('AUDIO_ENCODING_')}), model {summary.model}, "
-          f"{tts_pb2.FinishReason.Name(summary.finish_reason).removeprefix('FINISH_REASON_')}, "
-          f"{summary.usage.input_characters} characters",
-          file=sys.stderr)
+    print(
+        f"wrote {out}: {summary.usage.audio_seconds:.2f} s of audio at {fmt.sample_rate_hz} Hz "
+        f"({audio_pb2.AudioEncoding.Name(fmt.encoding).removeprefix('AUDIO_ENCODING_')}), model {summary.model}, "
+        f"{tts_pb2.FinishReason.Name(summary.finish_reason).removeprefix('FINISH_REASON_')}, "
+        f"{summary.usage.input_characters} characters",
+        file=sys.stderr,
+    )
 
 
 def cmd_synthesize(stub, args) -> None:
@@ -182,8 +192,9 @@ def cmd_synthesize(stub, args) -> None:
     config = synthesis_config(args)
     with contextlib.closing(Output(args.out, args.encoding)) as out:
         if args.stream:
-            responses = stub.StreamSynthesize(tts_pb2.StreamSynthesizeRequest(config=config, text=text),
-                                              timeout=args.timeout)
+            responses = stub.StreamSynthesize(
+                tts_pb2.StreamSynthesizeRequest(config=config, text=text), timeout=args.timeout
+            )
             summary = receive(responses, out, Progress(len(text)))
         else:
             response = stub.Synthesize(tts_pb2.SynthesizeRequest(config=config, text=text), timeout=args.timeout)
@@ -212,9 +223,17 @@ def cmd_models(stub, args) -> None:
     rows = [("NAME", "KIND", "SIZE", "RATE", "INSTRUCT", "LANGUAGES", "SPEAKERS")]
     for model in response.models:
         speakers = [f"{s.name} ({s.dialect})" if s.dialect else s.name for s in model.speakers]
-        rows.append((model.name, tts_pb2.ModelKind.Name(model.kind).removeprefix("MODEL_KIND_").lower(),
-                     model.size, str(model.native_sample_rate_hz), "yes" if model.supports_instruct else "no",
-                     ", ".join(model.languages) or "-", ", ".join(speakers) or "-"))
+        rows.append(
+            (
+                model.name,
+                tts_pb2.ModelKind.Name(model.kind).removeprefix("MODEL_KIND_").lower(),
+                model.size,
+                str(model.native_sample_rate_hz),
+                "yes" if model.supports_instruct else "no",
+                ", ".join(model.languages) or "-",
+                ", ".join(speakers) or "-",
+            )
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]))
@@ -234,29 +253,35 @@ def print_created(response: voices_pb2.CreateVoiceResponse) -> None:
 
 
 def voice_metadata(args) -> dict:
-    return dict(language=args.language, description=args.description, tags=args.tag,
-                consent_statement=args.consent)
+    return dict(language=args.language, description=args.description, tags=args.tag, consent_statement=args.consent)
 
 
 def cmd_voices_create(stub, args) -> None:
     audio = audio_pb2.AudioInput(content=Path(args.audio).read_bytes())
-    request = voices_pb2.CreateVoiceRequest(name=args.name, reference_audio=audio, transcript=args.transcript,
-                                            **voice_metadata(args))
+    request = voices_pb2.CreateVoiceRequest(
+        name=args.name, reference_audio=audio, transcript=args.transcript, **voice_metadata(args)
+    )
     print_created(stub.CreateVoice(request, timeout=args.timeout))
 
 
 def cmd_voices_design(stub, args) -> None:
     request = voices_pb2.DesignVoiceRequest(
-        description=args.description, preview_text=args.text, language=args.language,
-        output_format=audio_pb2.AudioFormat(encoding=ENCODINGS[args.encoding], sample_rate_hz=args.sample_rate))
+        description=args.description,
+        preview_text=args.text,
+        language=args.language,
+        output_format=audio_pb2.AudioFormat(encoding=ENCODINGS[args.encoding], sample_rate_hz=args.sample_rate),
+    )
     if args.seed is not None:
         request.seed = args.seed
     response = stub.DesignVoice(request, timeout=args.timeout)
     with contextlib.closing(Output(args.out, args.encoding)) as out:
         out.write(response.audio)
     expires = response.expire_time.ToDatetime().isoformat(timespec="seconds")
-    print(f"wrote the preview to {args.out}; save it with `voices save --preview-id {response.preview_id} "
-          f"--name NAME` before {expires} UTC", file=sys.stderr)
+    print(
+        f"wrote the preview to {args.out}; save it with `voices save --preview-id {response.preview_id} "
+        f"--name NAME` before {expires} UTC",
+        file=sys.stderr,
+    )
     print(response.preview_id)
 
 
@@ -266,16 +291,29 @@ def cmd_voices_save(stub, args) -> None:
 
 
 def cmd_voices_list(stub, args) -> None:
-    request = voices_pb2.ListVoicesRequest(page_size=args.page_size, page_token=args.page_token,
-                                           kind=VOICE_KINDS.get(args.kind, 0), language=args.language, tag=args.tag)
+    request = voices_pb2.ListVoicesRequest(
+        page_size=args.page_size,
+        page_token=args.page_token,
+        kind=VOICE_KINDS.get(args.kind, 0),
+        language=args.language,
+        tag=args.tag,
+    )
     rows = [("ID", "NAME", "KIND", "LANGUAGE", "MODE", "SECONDS", "TAGS")]
     while True:
         response = stub.ListVoices(request, timeout=args.timeout)
         for v in response.voices:
             mode = voices_pb2.CloneMode.Name(v.clone_mode).removeprefix("CLONE_MODE_").lower()
-            rows.append((v.voice_id, v.name, voices_pb2.VoiceKind.Name(v.kind).removeprefix("VOICE_KIND_").lower(),
-                         v.language or "-", "-" if v.read_only else mode,
-                         f"{v.reference_seconds:.1f}" if v.reference_seconds else "-", ", ".join(v.tags) or "-"))
+            rows.append(
+                (
+                    v.voice_id,
+                    v.name,
+                    voices_pb2.VoiceKind.Name(v.kind).removeprefix("VOICE_KIND_").lower(),
+                    v.language or "-",
+                    "-" if v.read_only else mode,
+                    f"{v.reference_seconds:.1f}" if v.reference_seconds else "-",
+                    ", ".join(v.tags) or "-",
+                )
+            )
         request.page_token = response.next_page_token
         if not (args.all and request.page_token):
             break
@@ -312,16 +350,26 @@ def cmd_voices_delete(stub, args) -> None:
     print(f"deleted {args.voice_id}", file=sys.stderr)
 
 
-class ApiKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-             grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class ApiKey(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Adds `x-api-key` metadata to every call."""
 
     def __init__(self, key: str):
         self.metadata = (("x-api-key", key),)
 
     def _details(self, details):
-        return _CallDetails(details.method, details.timeout, (*(details.metadata or ()), *self.metadata),
-                            details.credentials, details.wait_for_ready, details.compression)
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            (*(details.metadata or ()), *self.metadata),
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
 
     def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)
@@ -329,9 +377,12 @@ class ApiKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor
     intercept_unary_stream = intercept_stream_unary = intercept_stream_stream = intercept_unary_unary
 
 
-class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
-                                                           "wait_for_ready", "compression")),
-                   grpc.ClientCallDetails):
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
     pass
 
 
@@ -347,11 +398,17 @@ def report_error(error: grpc.RpcError) -> None:
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--address", default=os.environ.get("QWENTTS_ADDRESS", "127.0.0.1:50051"),
-                        help="the gateway, host:port (default: $QWENTTS_ADDRESS or 127.0.0.1:50051)")
+    common.add_argument(
+        "--address",
+        default=os.environ.get("QWENTTS_ADDRESS", "127.0.0.1:50051"),
+        help="the gateway, host:port (default: $QWENTTS_ADDRESS or 127.0.0.1:50051)",
+    )
     common.add_argument("--timeout", type=float, help="deadline of the call in seconds (default: none)")
-    common.add_argument("--api-key", default=os.environ.get("QWENTTS_API_KEY", ""),
-                        help="sent as x-api-key metadata (default: $QWENTTS_API_KEY)")
+    common.add_argument(
+        "--api-key",
+        default=os.environ.get("QWENTTS_API_KEY", ""),
+        help="sent as x-api-key metadata (default: $QWENTTS_API_KEY)",
+    )
 
     synthesis = argparse.ArgumentParser(add_help=False)
     synthesis.add_argument("--out", required=True, help='output file, "-" for stdout')
@@ -374,12 +431,17 @@ def parser() -> argparse.ArgumentParser:
     text = synthesize.add_mutually_exclusive_group(required=True)
     text.add_argument("--text")
     text.add_argument("--text-file", help='a UTF-8 file, "-" for stdin')
-    synthesize.add_argument("--stream", action="store_true",
-                            help="StreamSynthesize (audio as it is produced, with progress) instead of Synthesize")
+    synthesize.add_argument(
+        "--stream",
+        action="store_true",
+        help="StreamSynthesize (audio as it is produced, with progress) instead of Synthesize",
+    )
     synthesize.set_defaults(run=cmd_synthesize)
-    commands.add_parser("stream-stdin", parents=[common, synthesis],
-                        help="speak stdin line by line as it is typed (StreamingSynthesize)"
-                        ).set_defaults(run=cmd_stream_stdin)
+    commands.add_parser(
+        "stream-stdin",
+        parents=[common, synthesis],
+        help="speak stdin line by line as it is typed (StreamingSynthesize)",
+    ).set_defaults(run=cmd_stream_stdin)
     models = commands.add_parser("models", parents=[common], help="the models the server has loaded")
     models.add_argument("--json", action="store_true")
     models.set_defaults(run=cmd_models)
@@ -454,8 +516,10 @@ def main(argv: list[str] | None = None) -> int:
             args.encoding = choose_encoding(args.out, args.encoding)
         except ValueError as error:
             root.error(str(error))
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]  # reference audio of up to 10 MB
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]  # reference audio of up to 10 MB
     with grpc.insecure_channel(args.address, options=options) as channel:
         if args.api_key:
             channel = grpc.intercept_channel(channel, ApiKey(args.api_key))

@@ -65,9 +65,7 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
                 "multi-channel audio must be laid out (samples, channels) - transpose it"
             )
         return audio.mean(axis=-1)
-    raise AudioError(
-        f"audio must be a 1-D (samples,) or 2-D (samples, channels) array, got shape {audio.shape}"
-    )
+    raise AudioError(f"audio must be a 1-D (samples,) or 2-D (samples, channels) array, got shape {audio.shape}")
 
 
 def _resample_mono(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -144,9 +142,7 @@ def encode_flac(audio: np.ndarray, sample_rate: int) -> bytes:
     return _encode(audio, sample_rate, "FLAC", "PCM_16")
 
 
-def prepare_reference_audio(
-    audio: np.ndarray, sample_rate: int, target_sr: int = MODEL_SAMPLE_RATE
-) -> np.ndarray:
+def prepare_reference_audio(audio: np.ndarray, sample_rate: int, target_sr: int = MODEL_SAMPLE_RATE) -> np.ndarray:
     """A reference recording as the models take it: float32, mono, at `target_sr` (24 kHz).
 
     Cast to float32, average the channels of (T, C) input, check that there are samples and that

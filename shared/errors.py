@@ -178,8 +178,7 @@ def to_rpc_status(exc: Exception) -> grpc.Status:
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                        for f, d in error.violations
+                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in error.violations
                     ]
                 )
             )
@@ -338,15 +337,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         )
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary_response(handler.unary_unary, method, False), **codecs)
+                _wrap_unary_response(handler.unary_unary, method, False), **codecs
+            )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(handler.unary_stream, method, False), **codecs)
+                _wrap_stream_response(handler.unary_stream, method, False), **codecs
+            )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(handler.stream_unary, method, True), **codecs)
+                _wrap_unary_response(handler.stream_unary, method, True), **codecs
+            )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, method, True), **codecs)
+            _wrap_stream_response(handler.stream_stream, method, True), **codecs
+        )
 
 
 def error_details(
@@ -374,9 +377,22 @@ def error_details(
     return code, info, bad_request
 
 
-_BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, Aborted,
-                                      ResourceExhausted, Unavailable, DeadlineExceeded, Unauthenticated,
-                                      PermissionDenied, Internal)}
+_BY_CODE = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Aborted,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+        Unauthenticated,
+        PermissionDenied,
+        Internal,
+    )
+}
 
 # What grpc.aio reports when a client's write races the end of its stream: the peer's real status
 # is overwritten (grpc/grpc#36066). Between our services it means the peer ended the stream, which
@@ -386,12 +402,14 @@ _LOST_STATUS_DETAILS = "Internal error from Core"
 
 def dependency_unavailable(dependency: str) -> Unavailable:
     """UNAVAILABLE naming the dependency (reason CODEC_UNAVAILABLE, ...): retry later."""
-    return Unavailable(f"the {dependency} is unavailable; retry later",
-                       reason=f"{dependency.upper()}_UNAVAILABLE", metadata={"dependency": dependency})
+    return Unavailable(
+        f"the {dependency} is unavailable; retry later",
+        reason=f"{dependency.upper()}_UNAVAILABLE",
+        metadata={"dependency": dependency},
+    )
 
 
-def from_rpc_error(rpc_error: grpc.RpcError, dependency: str,
-                   fields: Mapping[str, str] | None = None) -> ServiceError:
+def from_rpc_error(rpc_error: grpc.RpcError, dependency: str, fields: Mapping[str, str] | None = None) -> ServiceError:
     """A failed call to `dependency` ("codec", "generator", "registry") as the error to give our
     own caller: the same code, reason and message, with BadRequest field paths renamed by `fields`
     (downstream path -> ours; a path not listed is kept).
@@ -403,8 +421,10 @@ def from_rpc_error(rpc_error: grpc.RpcError, dependency: str,
     blame our caller for a fault of ours (UNIMPLEMENTED, UNKNOWN, ...) become INTERNAL."""
     code, info, bad_request = error_details(rpc_error)
     ours = info is not None and info.domain == DOMAIN
-    if not ours and (code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-                     or (code == grpc.StatusCode.INTERNAL and rpc_error.details() == _LOST_STATUS_DETAILS)):
+    if not ours and (
+        code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        or (code == grpc.StatusCode.INTERNAL and rpc_error.details() == _LOST_STATUS_DETAILS)
+    ):
         logger.debug("the %s failed: %s %s", dependency, code.name, rpc_error.details())
         return dependency_unavailable(dependency)
     cls = _BY_CODE.get(code)
@@ -417,7 +437,9 @@ def from_rpc_error(rpc_error: grpc.RpcError, dependency: str,
     metadata = dict(info.metadata)
     if cls is InvalidArgument:
         renamed = {} if fields is None else fields
-        violations = [(renamed.get(v.field, v.field), v.description)
-                      for v in (bad_request.field_violations if bad_request else ())]
+        violations = [
+            (renamed.get(v.field, v.field), v.description)
+            for v in (bad_request.field_violations if bad_request else ())
+        ]
         return InvalidArgument(message, violations, reason=info.reason, metadata=metadata)
     return cls(message, reason=info.reason, metadata=metadata)

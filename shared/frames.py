@@ -19,8 +19,9 @@ def array_to_frames(codes: np.ndarray) -> codec_pb2.Frames:
     codes = np.asarray(codes)
     if codes.ndim != 2:
         raise ValueError(f"frames must be (num_frames, num_quantizers), got shape {codes.shape}")
-    return codec_pb2.Frames(num_frames=codes.shape[0], num_quantizers=codes.shape[1],
-                            codes=codes.astype(np.uint32).ravel().tolist())
+    return codec_pb2.Frames(
+        num_frames=codes.shape[0], num_quantizers=codes.shape[1], codes=codes.astype(np.uint32).ravel().tolist()
+    )
 
 
 def array_to_samples(audio: np.ndarray, sample_rate: int) -> codec_pb2.Samples:

@@ -44,8 +44,13 @@ MAX_TRANSCRIPT_CHARS = 2_000  # a reference transcript, and a design preview's t
 MAX_ID_CHARS = 128  # voice ids, preview ids, model names, speaker names, languages, request ids
 MAX_PAGE_TOKEN_CHARS = 512
 # A saved voice's text fields, and its tags.
-VOICE_FIELD_CHARS = {"name": 100, "language": 64, "description": MAX_DESCRIPTION_CHARS,
-                     "consent_statement": 2_000, "transcript": MAX_TRANSCRIPT_CHARS}
+VOICE_FIELD_CHARS = {
+    "name": 100,
+    "language": 64,
+    "description": MAX_DESCRIPTION_CHARS,
+    "consent_statement": 2_000,
+    "transcript": MAX_TRANSCRIPT_CHARS,
+}
 MAX_TAGS, MAX_TAG_CHARS = 32, 64
 # Prompt tokens: a long instruct or transcript of dense script can be many tokens per character.
 MAX_INSTRUCT_TOKENS = 512

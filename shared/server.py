@@ -24,7 +24,8 @@ import asyncio
 import dataclasses
 import logging
 import signal
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -153,9 +154,7 @@ class GrpcServer:
 
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable_server_reflection((*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         address = f"{host}:{self.port}"
@@ -196,9 +195,7 @@ class GrpcServer:
         await self._server.stop(grace)
         log.info("%s: stopped", self.name)
 
-    async def serve_until_signalled(
-        self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
-    ) -> None:
+    async def serve_until_signalled(self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> None:
         """Start (if not started), serve until one of ``signals`` arrives, shut down gracefully,
         return. Signal handlers are installed only for the duration of this call."""
         if self._server is None:

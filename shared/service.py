@@ -33,8 +33,9 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, AsyncContextManager, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .config import CheckpointError, ConfigError, describe, env, load_config
 from .errors import ErrorInterceptor
@@ -81,7 +82,7 @@ class Registration(NamedTuple):
 
 
 C = TypeVar("C", bound=ProcessConfig)
-Build = Callable[[C], AsyncContextManager[list[Registration]]]
+Build = Callable[[C], AbstractAsyncContextManager[list[Registration]]]
 
 
 async def serve(name: str, config: ProcessConfig, build: Build) -> None:

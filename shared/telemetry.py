@@ -108,9 +108,7 @@ def setup_telemetry(
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         insecure = otlp_endpoint.startswith("http://")
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure))
-        )
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure)))
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=otlp_endpoint, insecure=insecure)))
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -118,9 +116,7 @@ def setup_telemetry(
         provider.add_span_processor(span_processor)
 
     # Trace context is what crosses our hops; baggage rides along as in the SDK default.
-    set_global_textmap(
-        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
-    )
+    set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
     if _global_provider is None:
         trace.set_tracer_provider(provider)
         metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
@@ -140,8 +136,14 @@ def server_interceptors(tracer_provider: TracerProvider | None = None) -> list:
 
 
 # Status codes that mark a server span as failed (OpenTelemetry's semantic conventions for gRPC).
-_SERVER_ERRORS = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
-                  grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS}
+_SERVER_ERRORS = {
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DATA_LOSS,
+}
 
 
 class _StatusRecorder:
@@ -188,14 +190,19 @@ class ServerTracing(grpc.aio.ServerInterceptor):
         if handler is None or service in UNTRACED_SERVICES:
             return handler
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-        codecs = dict(request_deserializer=handler.request_deserializer,
-                      response_serializer=handler.response_serializer)
+        codecs = dict(
+            request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
         if handler.unary_unary or handler.stream_unary:
             behavior = self._unary(handler.unary_unary or handler.stream_unary, method, attributes)
-            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            factory = (
+                grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            )
         else:
             behavior = self._streaming(handler.unary_stream or handler.stream_stream, method, attributes)
-            factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+            factory = (
+                grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+            )
         return factory(behavior, **codecs)
 
     def _start(self, method: str, attributes: dict, context) -> tuple[trace.Span, otel_context.Context]:

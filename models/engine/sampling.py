@@ -38,7 +38,7 @@ class SamplingParams:
     _FILE_NAMES = {"subtalker_dosample": "subtalker_do_sample"}
 
     @classmethod
-    def from_generation_config(cls, raw: dict) -> "SamplingParams":
+    def from_generation_config(cls, raw: dict) -> SamplingParams:
         names = {f.name for f in fields(cls)}
         values = {}
         for key, value in raw.items():
@@ -47,7 +47,7 @@ class SamplingParams:
                 values[key] = value
         return cls(**values)
 
-    def with_overrides(self, **overrides) -> "SamplingParams":
+    def with_overrides(self, **overrides) -> SamplingParams:
         """A copy with the given fields replaced; None means "keep the default"."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -91,15 +91,17 @@ def warp(scores: torch.Tensor, temperature: float, top_k: int, top_p: float) -> 
     return scores
 
 
-def talker_scores(logits: torch.Tensor, history: list[int], params: SamplingParams,
-                  eos_id: int, suppressed: torch.Tensor) -> torch.Tensor:
+def talker_scores(
+    logits: torch.Tensor, history: list[int], params: SamplingParams, eos_id: int, suppressed: torch.Tensor
+) -> torch.Tensor:
     """The processed codebook-0 scores of one utterance: logits (V,) -> float32 (V,)."""
     scores = logits.float()
     if history and params.repetition_penalty != 1.0:
         seen = torch.tensor(history, dtype=torch.long, device=scores.device)
         previous = scores.gather(0, seen)
-        penalised = torch.where(previous < 0, previous * params.repetition_penalty,
-                                previous / params.repetition_penalty)
+        penalised = torch.where(
+            previous < 0, previous * params.repetition_penalty, previous / params.repetition_penalty
+        )
         scores = scores.scatter(0, seen, penalised)
     if len(history) < MIN_NEW_TOKENS:
         scores[eos_id] = float("-inf")

@@ -31,7 +31,7 @@ class DecoderConfig:
     vocab_size: int
 
     @classmethod
-    def from_dict(cls, raw: dict, path: Path, where: str) -> "DecoderConfig":
+    def from_dict(cls, raw: dict, path: Path, where: str) -> DecoderConfig:
         def get(key):
             if key not in raw:
                 raise CheckpointError(f"{path}: missing key {where}.{key}")
@@ -86,9 +86,8 @@ class SpeakerEncoderConfig:
     sample_rate: int = 24000
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "SpeakerEncoderConfig":
-        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()
-                 if k in cls.__dataclass_fields__}
+    def from_dict(cls, raw: dict) -> SpeakerEncoderConfig:
+        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
 
@@ -122,7 +121,7 @@ class Qwen3TTSConfig:
         return self.tts_model_type == "custom_voice" and self.tts_model_size != "0b6"
 
     @classmethod
-    def from_file(cls, path: Path) -> "Qwen3TTSConfig":
+    def from_file(cls, path: Path) -> Qwen3TTSConfig:
         path = Path(path)
         raw = read_json(path)
         model_type = require_key(raw, "tts_model_type", path)
@@ -161,9 +160,7 @@ class Qwen3TTSConfig:
             spk_id={k.lower(): v for k, v in (talker_raw.get("spk_id") or {}).items()},
             spk_is_dialect={k.lower(): v for k, v in (talker_raw.get("spk_is_dialect") or {}).items()},
             codec_language_id={k.lower(): v for k, v in talker_key("codec_language_id").items()},
-            code_predictor=DecoderConfig.from_dict(
-                predictor_raw, path, "talker_config.code_predictor_config"
-            ),
+            code_predictor=DecoderConfig.from_dict(predictor_raw, path, "talker_config.code_predictor_config"),
         )
         if talker.num_code_groups != 16:
             raise CheckpointError(
@@ -171,9 +168,7 @@ class Qwen3TTSConfig:
             )
         speaker_encoder = None
         if model_type == "base":
-            speaker_encoder = SpeakerEncoderConfig.from_dict(
-                require_key(raw, "speaker_encoder_config", path)
-            )
+            speaker_encoder = SpeakerEncoderConfig.from_dict(require_key(raw, "speaker_encoder_config", path))
             if speaker_encoder.enc_dim != talker.hidden_size:
                 raise CheckpointError(
                     f"{path}: speaker_encoder_config.enc_dim ({speaker_encoder.enc_dim}) must equal "

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configuration_qwen3_tts import DecoderConfig, TalkerConfig
 from models.engine.kv_cache import LockstepCache, SequenceCache
+
+from .configuration_qwen3_tts import DecoderConfig, TalkerConfig
 
 
 class RMSNorm(nn.Module):
@@ -182,8 +183,13 @@ class CodePredictor(nn.Module):
 
     def new_cache(self, batch: int, *, dtype, device):
         return LockstepCache(
-            len(self.model.layers), batch, self.config.num_key_value_heads, self.config.head_dim,
-            len(self.lm_head) + 1, dtype=dtype, device=device,
+            len(self.model.layers),
+            batch,
+            self.config.num_key_value_heads,
+            self.config.head_dim,
+            len(self.lm_head) + 1,
+            dtype=dtype,
+            device=device,
         )
 
     def forward_step(self, inputs_embeds, cache):

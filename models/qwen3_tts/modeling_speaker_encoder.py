@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_safetensors
 from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig, SpeakerEncoderConfig
 from shared.audio import AudioError, prepare_reference_audio
-from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_safetensors
 
 # Front end constants (fixed by the released models; spec §3.1).
 SAMPLE_RATE = 24000
@@ -176,9 +176,7 @@ class Res2NetBlock(nn.Module):
             raise ValueError(f"channels ({channels}) must be divisible by res2net scale ({scale})")
         self.scale = scale
         width = channels // scale
-        self.blocks = nn.ModuleList(
-            TimeDelayNetBlock(width, width, kernel_size, dilation) for _ in range(scale - 1)
-        )
+        self.blocks = nn.ModuleList(TimeDelayNetBlock(width, width, kernel_size, dilation) for _ in range(scale - 1))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         groups = torch.chunk(hidden_states, self.scale, dim=1)
@@ -207,9 +205,7 @@ class SqueezeExcitationBlock(nn.Module):
 class SqueezeExcitationRes2NetBlock(nn.Module):
     """x + SE(TDNN2(Res2Net(TDNN1(x)))), with k=1 TDNNs around the dilated Res2Net."""
 
-    def __init__(
-        self, in_channels: int, channels: int, scale: int, se_channels: int, kernel_size: int, dilation: int
-    ):
+    def __init__(self, in_channels: int, channels: int, scale: int, se_channels: int, kernel_size: int, dilation: int):
         super().__init__()
         if in_channels != channels:
             raise ValueError(
@@ -257,9 +253,7 @@ class AttentiveStatisticsPooling(nn.Module):
         ones = hidden_states.new_ones(1, 1, frames)
         uniform = ones / ones.sum(dim=2, keepdim=True)
         mean, std = _weighted_statistics(hidden_states, uniform, self.eps)
-        context = torch.cat(
-            [hidden_states, mean.expand(-1, -1, frames), std.expand(-1, -1, frames)], dim=1
-        )
+        context = torch.cat([hidden_states, mean.expand(-1, -1, frames), std.expand(-1, -1, frames)], dim=1)
         scores = self.conv(torch.tanh(self.tdnn(context)))
         attention = torch.softmax(scores, dim=2)
         mean, std = _weighted_statistics(hidden_states, attention, self.eps)
@@ -336,9 +330,7 @@ class SpeakerEncoder(nn.Module):
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
         """(B, frames, mel_dim) log-mel in the module's dtype -> (B, enc_dim)."""
         if mels.ndim != 3 or mels.shape[-1] != self.config.mel_dim:
-            raise ValueError(
-                f"expected mels of shape (batch, frames, {self.config.mel_dim}), got {tuple(mels.shape)}"
-            )
+            raise ValueError(f"expected mels of shape (batch, frames, {self.config.mel_dim}), got {tuple(mels.shape)}")
         if mels.shape[1] < self.min_frames:
             raise ValueError(
                 f"{mels.shape[1]} mel frames are too few for the speaker encoder; it needs at least "
@@ -388,8 +380,7 @@ def load_speaker_encoder(
     config = Qwen3TTSConfig.from_file(config_path)
     if config.speaker_encoder is None:
         raise CheckpointError(
-            f"{config_path}: tts_model_type {config.tts_model_type!r} has no speaker encoder "
-            "(only Base checkpoints do)"
+            f"{config_path}: tts_model_type {config.tts_model_type!r} has no speaker encoder (only Base checkpoints do)"
         )
     weights_path = checkpoint_dir / "model.safetensors"
     if tensors is None:

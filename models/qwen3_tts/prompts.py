@@ -177,9 +177,7 @@ def plan_prompt(
     elif speaker is not None:
         raise PromptError(f"a {kind} model has no preset speakers (got {quote(speaker)})", "speaker")
     if instruct is not None and not config.follows_instruct:
-        raise PromptError(
-            f"this {config.tts_model_size} {kind} model does not follow style instructions", "instruct"
-        )
+        raise PromptError(f"this {config.tts_model_size} {kind} model does not follow style instructions", "instruct")
     if kind == "voice_design" and instruct is None:
         raise PromptError("a voice description (instruct) is required for voice design", "instruct")
     if (clone is None) != (kind != "base"):

@@ -77,7 +77,7 @@ class CodecDecoderConfig:
         return math.prod(self.upsampling_ratios) * math.prod(self.upsample_rates)
 
     @classmethod
-    def from_dict(cls, config: dict, path: Path) -> "CodecDecoderConfig":
+    def from_dict(cls, config: dict, path: Path) -> CodecDecoderConfig:
         s = "decoder_config"
         values = dict(
             codebook_size=_require(config, "codebook_size", path, s, int),
@@ -152,12 +152,12 @@ class CodecConfig:
         return self.decoder.codebook_size
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "CodecConfig":
+    def from_json_file(cls, path: str | Path) -> CodecConfig:
         path = Path(path)
         return cls.from_dict(read_json(path), path)
 
     @classmethod
-    def from_dict(cls, config: dict, path: Path) -> "CodecConfig":
+    def from_dict(cls, config: dict, path: Path) -> CodecConfig:
         if not isinstance(config, dict):
             raise CheckpointError(f"{path}: expected a JSON object")
         model_type = require_key(config, "model_type", path)

@@ -41,7 +41,6 @@ from models.checkpoint import load_module_weights
 
 from .configuration_tokenizer_12hz import CodecConfig, CodecDecoderConfig
 
-
 # --------------------------------------------------------------------------------------------------
 # Streaming state
 # --------------------------------------------------------------------------------------------------
@@ -114,10 +113,7 @@ class CausalConv1d(nn.Module):
         if self.left_pad == 0:
             return self.conv(x)
         history = state.slots[self.state_slot] if state is not None else None
-        if history is None:
-            x = F.pad(x, (self.left_pad, 0))
-        else:
-            x = torch.cat([history, x], dim=-1)
+        x = F.pad(x, (self.left_pad, 0)) if history is None else torch.cat([history, x], dim=-1)
         if state is not None:
             state.slots[self.state_slot] = x[..., -self.left_pad :].clone()
         return self.conv(x)
@@ -259,9 +255,7 @@ class Codebook(nn.Module):
         self._cache: tuple | None = None
 
     def embedding(self) -> torch.Tensor:
-        key = tuple(
-            (p.data_ptr(), p._version, p.dtype, p.device) for p in (self.embedding_sum, self.cluster_usage)
-        )
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in (self.embedding_sum, self.cluster_usage))
         if self._cache is None or self._cache[0] != key:
             table = self.embedding_sum / self.cluster_usage.clamp(min=1e-5)[:, None]
             self._cache = (key, table.detach())
@@ -550,8 +544,10 @@ class CodecDecoder(nn.Module):
             if isinstance(module, Attention):
                 items = [item if item is not None else module.empty_state(1, like) for item in items]
                 length = max(item[0].shape[2] for item in items)
-                pad = lambda t: F.pad(t, (0, 0, length - t.shape[2], 0))  # noqa: E731 - left pad
-                out.slots[slot] = tuple(torch.cat([pad(item[j]) for item in items]) for j in (0, 1))
+                out.slots[slot] = tuple(
+                    torch.cat([F.pad(item[j], (0, 0, length - item[j].shape[2], 0)) for item in items])  # left pad
+                    for j in (0, 1)
+                )
             else:
                 items = [item if item is not None else module.empty_state(1, like) for item in items]
                 out.slots[slot] = torch.cat(items)
@@ -610,7 +606,7 @@ class CodecEncoder(nn.Module):
         out = self.mimi.encode(audio[:, None, :], num_quantizers=self.num_quantizers, return_dict=True)
         return out.audio_codes
 
-    def cast_(self, dtype: torch.dtype) -> "CodecEncoder":
+    def cast_(self, dtype: torch.dtype) -> CodecEncoder:
         """Cast parameters and persistent buffers only, keeping e.g. RoPE's float32 inv_freq."""
         persistent = set(self.state_dict().keys())
         for name, tensor in list(self.named_parameters()) + list(self.named_buffers()):

@@ -56,7 +56,7 @@ class CodecStream:
     The state is a handful of small tensors (see `state_nbytes`); the model is shared.
     """
 
-    def __init__(self, tokenizer: "SpeechTokenizer"):
+    def __init__(self, tokenizer: SpeechTokenizer):
         self._tokenizer = tokenizer
         self._state: DecoderState = tokenizer.decoder.new_state()
 
@@ -114,7 +114,7 @@ class SpeechTokenizer:
         dtype: str | torch.dtype = "float32",
         device: str | torch.device = "cpu",
         load_encoder: bool = True,
-    ) -> "SpeechTokenizer":
+    ) -> SpeechTokenizer:
         """Load a standalone codec dir or the `speech_tokenizer/` of a TTS checkpoint dir.
 
         The codec runs in `dtype` (the weights are stored in float32). `load_encoder=False` skips
@@ -305,7 +305,9 @@ class SpeechTokenizer:
                 raise ValueError(f"{what}: expected integer codes, got dtype {codes.dtype}")
             codes = torch.from_numpy(codes)
         if not isinstance(codes, torch.Tensor):
-            raise ValueError(f"{what}: expected a tensor of shape (frames, {self.num_quantizers}), got {type(codes).__name__}")
+            raise ValueError(
+                f"{what}: expected a tensor of shape (frames, {self.num_quantizers}), got {type(codes).__name__}"
+            )
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
             raise ValueError(f"{what}: expected integer codes, got dtype {codes.dtype}")
         if codes.dim() != 2 or codes.shape[1] != self.num_quantizers:

@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 from opentelemetry import metrics
 
+from models.tokenizer_12hz.speech_tokenizer import CodecStream, SpeechTokenizer, resolve_codec_dir
 from qwentts.codec.v1 import codec_pb2, codec_pb2_grpc
 from shared.audio import AudioError, decode_audio, prepare_reference_audio
 from shared.config import env
 from shared.errors import InvalidArgument, ResourceExhausted
 from shared.frames import array_to_frames, array_to_samples, frames_to_array
 from shared.service import ProcessConfig, Registration
-
-from models.tokenizer_12hz.speech_tokenizer import CodecStream, SpeechTokenizer, resolve_codec_dir
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter(__name__)
@@ -168,7 +167,8 @@ class CodecServicer(codec_pb2_grpc.CodecServiceServicer):
             "qwentts.codec.open_streams", [self._observe_open_streams], description="StreamDecode calls open"
         )
         meter.create_observable_gauge(
-            "qwentts.codec.queued_pushes", [self._observe_queued_pushes],
+            "qwentts.codec.queued_pushes",
+            [self._observe_queued_pushes],
             description="StreamDecode chunks waiting for the decode thread",
         )
 

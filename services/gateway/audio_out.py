@@ -51,8 +51,22 @@ def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
     """A 16-bit mono PCM RIFF/WAVE header; `data_bytes=None` writes the "unknown" sizes."""
     data_size = 0xFFFFFFFF if data_bytes is None else data_bytes
     riff_size = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
-    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", riff_size, b"WAVE", b"fmt ", 16, 1, 1,
-                       sample_rate, sample_rate * 2, 2, 16, b"data", data_size)
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        riff_size,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        sample_rate,
+        sample_rate * 2,
+        2,
+        16,
+        b"data",
+        data_size,
+    )
 
 
 class _FlacSink(io.RawIOBase):
@@ -78,7 +92,7 @@ class _FlacSink(io.RawIOBase):
         end = self._position + len(data)
         if end > len(self._buffer):
             self._buffer.extend(bytes(end - len(self._buffer)))
-        self._buffer[self._position:end] = data
+        self._buffer[self._position : end] = data
         self._position = end
         return len(data)
 
@@ -92,12 +106,12 @@ class _FlacSink(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         end = len(self._buffer) if size < 0 else min(len(self._buffer), self._position + size)
-        data = bytes(self._buffer[self._position:end])
+        data = bytes(self._buffer[self._position : end])
         self._position = end
         return data
 
     def take(self) -> bytes:
-        data = bytes(self._buffer[self._sent:])
+        data = bytes(self._buffer[self._sent :])
         self._sent = len(self._buffer)
         return data
 
@@ -111,15 +125,19 @@ class AudioWriter:
     def __init__(self, encoding: int, sample_rate: int):
         self.encoding = encoding or Encoding.AUDIO_ENCODING_PCM16
         self.sample_rate = sample_rate or MODEL_SAMPLE_RATE
-        self._resampler = (None if self.sample_rate == MODEL_SAMPLE_RATE else
-                           soxr.ResampleStream(MODEL_SAMPLE_RATE, self.sample_rate, 1, dtype="float32", quality="HQ"))
+        self._resampler = (
+            None
+            if self.sample_rate == MODEL_SAMPLE_RATE
+            else soxr.ResampleStream(MODEL_SAMPLE_RATE, self.sample_rate, 1, dtype="float32", quality="HQ")
+        )
         self._started = False
         self.samples_written = 0
         self._flac = None
         if self.encoding == Encoding.AUDIO_ENCODING_FLAC:
             self._sink = _FlacSink()
-            self._flac = soundfile.SoundFile(self._sink, "w", samplerate=self.sample_rate, channels=1,
-                                             format="FLAC", subtype="PCM_16")
+            self._flac = soundfile.SoundFile(
+                self._sink, "w", samplerate=self.sample_rate, channels=1, format="FLAC", subtype="PCM_16"
+            )
 
     def write(self, samples: np.ndarray) -> bytes:
         """Encoded bytes for the next 24 kHz samples (possibly empty while a resampler fills)."""

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import tomllib
 
 from qwentts.generator.v1 import generator_pb2, generator_pb2_grpc
 from qwentts.v1 import tts_pb2
@@ -106,14 +106,20 @@ class Pool:
         if language.lower() not in known:
             raise InvalidArgument(
                 f"unsupported language {quote(language)} for model {self.model.name}; supported: "
-                f"{', '.join(sorted(known))}", [("config.language", "not a language of the model")],
-                reason="UNSUPPORTED_LANGUAGE")
+                f"{', '.join(sorted(known))}",
+                [("config.language", "not a language of the model")],
+                reason="UNSUPPORTED_LANGUAGE",
+            )
 
     def public_model(self, sample_rate: int) -> tts_pb2.Model:
         m = self.model
         return tts_pb2.Model(
-            name=m.name, kind=MODEL_KINDS.get(m.model_type, tts_pb2.MODEL_KIND_UNSPECIFIED), size=m.size,
-            languages=m.languages, supports_instruct=m.supports_instruct, native_sample_rate_hz=sample_rate,
+            name=m.name,
+            kind=MODEL_KINDS.get(m.model_type, tts_pb2.MODEL_KIND_UNSPECIFIED),
+            size=m.size,
+            languages=m.languages,
+            supports_instruct=m.supports_instruct,
+            native_sample_rate_hz=sample_rate,
             speakers=[tts_pb2.PresetSpeaker(name=s.name, dialect=s.dialect) for s in m.speakers],
         )
 
@@ -125,8 +131,7 @@ async def _describe(address: str, deadline: float) -> Pool:
     loop = asyncio.get_running_loop()
     while True:
         try:
-            model = await stub.DescribeModel(generator_pb2.DescribeModelRequest(), timeout=5,
-                                             wait_for_ready=True)
+            model = await stub.DescribeModel(generator_pb2.DescribeModelRequest(), timeout=5, wait_for_ready=True)
             return Pool(address, channel, stub, model)
         except grpc.aio.AioRpcError as error:
             if loop.time() >= deadline:
@@ -140,7 +145,7 @@ class Router:
         self.pools = pools
 
     @classmethod
-    async def connect(cls, addresses: list[str], timeout: float) -> "Router":
+    async def connect(cls, addresses: list[str], timeout: float) -> Router:
         deadline = asyncio.get_running_loop().time() + timeout
         pools = await asyncio.gather(*(_describe(a, deadline) for a in addresses))
         names = [p.model.name for p in pools]
@@ -157,46 +162,60 @@ class Router:
         config = preset_as_speaker(config)
         voice = config.voice.WhichOneof("source")
         if voice is None:
-            raise InvalidArgument("a voice is required: voice_id, preset_speaker or design_description",
-                                  [("config.voice", "set one of voice_id, preset_speaker, design_description")],
-                                  reason="VOICE_REQUIRED")
+            raise InvalidArgument(
+                "a voice is required: voice_id, preset_speaker or design_description",
+                [("config.voice", "set one of voice_id, preset_speaker, design_description")],
+                reason="VOICE_REQUIRED",
+            )
         model_type = MODEL_TYPE_OF_VOICE[voice]
         if config.model:
             pool = next((p for p in self.pools if p.model.name == config.model), None)
             if pool is None:
-                raise NotFound(f"no model named {quote(config.model)}; loaded: {', '.join(self._names())}",
-                               reason="MODEL_NOT_FOUND")
+                raise NotFound(
+                    f"no model named {quote(config.model)}; loaded: {', '.join(self._names())}",
+                    reason="MODEL_NOT_FOUND",
+                )
             if pool.model.model_type != model_type:
                 raise InvalidArgument(
                     f"model {quote(config.model)} is a {pool.model.model_type} model; a {voice} voice needs a "
-                    f"{model_type} model", [("config.model", f"not a {model_type} model")],
-                    reason="MODEL_VOICE_MISMATCH")
+                    f"{model_type} model",
+                    [("config.model", f"not a {model_type} model")],
+                    reason="MODEL_VOICE_MISMATCH",
+                )
             candidates = [pool]
         else:
             candidates = [p for p in self.pools if p.model.model_type == model_type]
             if not candidates:
-                raise FailedPrecondition(f"no {model_type} model is loaded, which a {voice} voice needs; "
-                                         f"loaded: {', '.join(self._names())}", reason="NO_MODEL_FOR_VOICE")
+                raise FailedPrecondition(
+                    f"no {model_type} model is loaded, which a {voice} voice needs; loaded: {', '.join(self._names())}",
+                    reason="NO_MODEL_FOR_VOICE",
+                )
         if voice == "preset_speaker":
             speaker = config.voice.preset_speaker
             with_speaker = [p for p in candidates if p.has_speaker(speaker)]
             if not with_speaker:
                 known = sorted({s.name for p in candidates for s in p.model.speakers})
-                raise InvalidArgument(f"unknown preset speaker {quote(speaker)}; available: {', '.join(known)}",
-                                      [("config.voice.preset_speaker", "not a preset speaker of the model")],
-                                      reason="UNKNOWN_SPEAKER")
+                raise InvalidArgument(
+                    f"unknown preset speaker {quote(speaker)}; available: {', '.join(known)}",
+                    [("config.voice.preset_speaker", "not a preset speaker of the model")],
+                    reason="UNKNOWN_SPEAKER",
+                )
             candidates = with_speaker
         if voice == "design_description" and config.instruct:
-            raise InvalidArgument("a designed voice takes its style from design_description; put the "
-                                  "instruction there", [("config.instruct", "not used with design_description")],
-                                  reason="INSTRUCT_NOT_SUPPORTED")
+            raise InvalidArgument(
+                "a designed voice takes its style from design_description; put the instruction there",
+                [("config.instruct", "not used with design_description")],
+                reason="INSTRUCT_NOT_SUPPORTED",
+            )
         if config.instruct and voice == "preset_speaker":
             following = [p for p in candidates if p.model.supports_instruct]
             if not following:
                 raise InvalidArgument(
                     f"model {candidates[0].model.name} does not follow style instructions (only the 1.7B "
-                    "CustomVoice model does)", [("config.instruct", "not supported by the model")],
-                    reason="INSTRUCT_NOT_SUPPORTED")
+                    "CustomVoice model does)",
+                    [("config.instruct", "not supported by the model")],
+                    reason="INSTRUCT_NOT_SUPPORTED",
+                )
             candidates = following
         return candidates[0]
 

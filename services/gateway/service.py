@@ -77,8 +77,9 @@ class GatewayConfig(ProcessConfig):
     def __post_init__(self):
         problems = []
         if not all(item.isdigit() and int(item) > 0 for item in self.chunk_schedule):
-            problems.append(Problem("GATEWAY_CHUNK_SCHEDULE", ",".join(self.chunk_schedule),
-                                    "comma-separated positive integers"))
+            problems.append(
+                Problem("GATEWAY_CHUNK_SCHEDULE", ",".join(self.chunk_schedule), "comma-separated positive integers")
+            )
         try:
             parse_api_keys(self.api_keys)
         except ValueError as error:
@@ -103,8 +104,16 @@ GENERATOR_FIELDS = {
 class Synthesis:
     """One request through the cluster; `run(texts)` yields ("audio" | "progress" | "summary", message)."""
 
-    def __init__(self, gateway: "TextToSpeechServicer", config: tts_pb2.SynthesisConfig, *,
-                 non_streaming: bool, context: grpc.aio.ServicerContext, tenant: str, keep_output: bool = False):
+    def __init__(
+        self,
+        gateway: TextToSpeechServicer,
+        config: tts_pb2.SynthesisConfig,
+        *,
+        non_streaming: bool,
+        context: grpc.aio.ServicerContext,
+        tenant: str,
+        keep_output: bool = False,
+    ):
         self.gateway = gateway
         self.config = config = preset_as_speaker(config)
         self.pool: Pool = gateway.router.route(config)
@@ -131,7 +140,9 @@ class Synthesis:
             await generate.write(generator_pb2.GenerateRequest(config=self.generate_config))
             async for text, flush in texts:
                 self.characters_received += len(text)
-                await generate.write(generator_pb2.GenerateRequest(text=generator_pb2.TextChunk(text=text, flush=flush)))
+                await generate.write(
+                    generator_pb2.GenerateRequest(text=generator_pb2.TextChunk(text=text, flush=flush))
+                )
             await generate.done_writing()
         except ServiceError as error:  # bad client input: end the call, report it as this RPC's error
             self._input_error = error
@@ -141,7 +152,8 @@ class Synthesis:
 
     async def _use_saved_voice(self) -> None:
         voice = await self.gateway.catalogue.voice_for_synthesis(
-            self.tenant, self.config.voice.voice_id, self.pool, self.context)
+            self.tenant, self.config.voice.voice_id, self.pool, self.context
+        )
         self.generate_config.cloned_voice.CopyFrom(voice.cloned_voice)
         if not self.config.language and voice.language:  # the voice's language is its default
             self.generate_config.language = voice.language
@@ -150,8 +162,10 @@ class Synthesis:
     def kept_output(self) -> tuple[np.ndarray, np.ndarray]:
         """(frames, 24 kHz samples) produced so far (`keep_output=True` only)."""
         frames, samples = self._kept
-        return (np.concatenate(frames) if frames else np.zeros((0, 16), np.int64),
-                np.concatenate(samples) if samples else np.zeros(0, np.float32))
+        return (
+            np.concatenate(frames) if frames else np.zeros((0, 16), np.int64),
+            np.concatenate(samples) if samples else np.zeros(0, np.float32),
+        )
 
     async def whole(self, text: str) -> tuple[bytes, tts_pb2.SynthesisSummary]:
         """Synthesize `text` (known up front) to one complete file of the requested format."""
@@ -210,8 +224,12 @@ class Synthesis:
                     self.frames += response.frames.num_frames
                 if response.characters_consumed > self.characters_consumed:
                     self.characters_consumed = response.characters_consumed
-                    yield "progress", tts_pb2.TextProgress(characters_consumed=self.characters_consumed,
-                                                           characters_received=self.characters_received)
+                    yield (
+                        "progress",
+                        tts_pb2.TextProgress(
+                            characters_consumed=self.characters_consumed, characters_received=self.characters_received
+                        ),
+                    )
                 while sum(map(len, pending)) >= (size := schedule[min(chunks, len(schedule) - 1)]):
                     frames = np.concatenate(pending)
                     pending = [frames[size:]] if len(frames) > size else []
@@ -244,20 +262,32 @@ class Synthesis:
 
     def _chunk(self, data: bytes, sequence: int, start_sample: int) -> tts_pb2.AudioChunk:
         rate = self.writer.sample_rate
-        return tts_pb2.AudioChunk(audio=data, sequence=sequence, start_seconds=start_sample / rate,
-                                  duration_seconds=(self.writer.samples_written - start_sample) / rate)
+        return tts_pb2.AudioChunk(
+            audio=data,
+            sequence=sequence,
+            start_seconds=start_sample / rate,
+            duration_seconds=(self.writer.samples_written - start_sample) / rate,
+        )
 
     def _summary(self, finish: int) -> tts_pb2.SynthesisSummary:
-        usage = tts_pb2.Usage(input_characters=self.characters_received, audio_frames=self.frames,
-                              audio_seconds=self.frames / FRAME_RATE)
+        usage = tts_pb2.Usage(
+            input_characters=self.characters_received, audio_frames=self.frames, audio_seconds=self.frames / FRAME_RATE
+        )
         fmt = audio_pb2.AudioFormat(encoding=self.writer.encoding, sample_rate_hz=self.writer.sample_rate)
-        return tts_pb2.SynthesisSummary(finish_reason=finish, usage=usage, model=self.pool.model.name,
-                                        output_format=fmt)
+        return tts_pb2.SynthesisSummary(
+            finish_reason=finish, usage=usage, model=self.pool.model.name, output_format=fmt
+        )
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
-    def __init__(self, config: GatewayConfig, router: Router, codec: codec_pb2_grpc.CodecServiceStub,
-                 tenancy: Tenancy, catalogue: Catalogue):
+    def __init__(
+        self,
+        config: GatewayConfig,
+        router: Router,
+        codec: codec_pb2_grpc.CodecServiceStub,
+        tenancy: Tenancy,
+        catalogue: Catalogue,
+    ):
         self.config = config
         self.router = router
         self.codec = codec
@@ -280,35 +310,48 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             violations.append((f"{prefix}output_format.encoding", f"unknown encoding {fmt.encoding}"))
         rate = fmt.sample_rate_hz
         if rate and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-            violations.append((f"{prefix}output_format.sample_rate_hz",
-                               f"{rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} (0 means 24000)"))
+            violations.append(
+                (
+                    f"{prefix}output_format.sample_rate_hz",
+                    f"{rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} (0 means 24000)",
+                )
+            )
         if not (math.isfinite(config.max_audio_seconds) and config.max_audio_seconds >= 0):
             violations.append((f"{prefix}max_audio_seconds", "must be a number >= 0 (0 means the server's limit)"))
         if config.predictor_sampling.HasField("repetition_penalty"):
-            violations.append((f"{prefix}predictor_sampling.repetition_penalty",
-                               "the code predictor has no repetition penalty"))
+            violations.append(
+                (f"{prefix}predictor_sampling.repetition_penalty", "the code predictor has no repetition penalty")
+            )
         for name in ("sampling", "predictor_sampling"):
             for value_field, value in getattr(config, name).ListFields():
                 problem = sampling_problem(value_field.name, value)
                 if problem:
                     violations.append((f"{prefix}{name}.{value_field.name}", problem))
         voice = config.voice
-        for path, value, limit in (("instruct", config.instruct, MAX_INSTRUCT_CHARS),
-                                   ("voice.design_description", voice.design_description, MAX_DESCRIPTION_CHARS),
-                                   ("voice.voice_id", voice.voice_id, MAX_ID_CHARS),
-                                   ("voice.preset_speaker", voice.preset_speaker, MAX_ID_CHARS),
-                                   ("model", config.model, MAX_ID_CHARS),
-                                   ("language", config.language, MAX_ID_CHARS)):
+        for path, value, limit in (
+            ("instruct", config.instruct, MAX_INSTRUCT_CHARS),
+            ("voice.design_description", voice.design_description, MAX_DESCRIPTION_CHARS),
+            ("voice.voice_id", voice.voice_id, MAX_ID_CHARS),
+            ("voice.preset_speaker", voice.preset_speaker, MAX_ID_CHARS),
+            ("model", config.model, MAX_ID_CHARS),
+            ("language", config.language, MAX_ID_CHARS),
+        ):
             if len(value) > limit:
                 violations.append((f"{prefix}{path}", f"has {len(value)} characters; at most {limit} are accepted"))
         if violations:
-            raise InvalidArgument("invalid synthesis config: " + "; ".join(f"{f}: {d}" for f, d in violations),
-                                  violations, reason="INVALID_CONFIG")
+            raise InvalidArgument(
+                "invalid synthesis config: " + "; ".join(f"{f}: {d}" for f, d in violations),
+                violations,
+                reason="INVALID_CONFIG",
+            )
 
     def check_text(self, text: str, field: str) -> None:
         if len(text) > self.config.max_text_chars:
-            raise InvalidArgument(f"the text has {len(text)} characters; the limit is {self.config.max_text_chars}",
-                                  [(field, "too long")], reason="TEXT_TOO_LONG")
+            raise InvalidArgument(
+                f"the text has {len(text)} characters; the limit is {self.config.max_text_chars}",
+                [(field, "too long")],
+                reason="TEXT_TOO_LONG",
+            )
 
     @staticmethod
     def empty_text(field: str) -> InvalidArgument:
@@ -362,8 +405,11 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         tenant = self.tenancy.tenant(context)
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("request") != "config":
-            raise InvalidArgument("the first message must carry the config (and no text)",
-                                  [("config", "required in the first message")], reason="CONFIG_REQUIRED")
+            raise InvalidArgument(
+                "the first message must carry the config (and no text)",
+                [("config", "required in the first message")],
+                reason="CONFIG_REQUIRED",
+            )
         self.check_config(first.config)
         synthesis = self.synthesis(first.config, non_streaming=False, context=context, tenant=tenant)
         async for kind, message in synthesis.run(self._client_texts(request_iterator)):
@@ -374,12 +420,18 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         total, spoken = 0, False
         async for request in request_iterator:
             if request.WhichOneof("request") != "input":
-                raise InvalidArgument("only the first message may carry a config",
-                                      [("config", "sent again")], reason="CONFIG_ALREADY_SENT")
+                raise InvalidArgument(
+                    "only the first message may carry a config",
+                    [("config", "sent again")],
+                    reason="CONFIG_ALREADY_SENT",
+                )
             total += len(request.input.text)
             if total > self.config.max_text_chars:
-                raise InvalidArgument(f"the stream's text exceeds {self.config.max_text_chars} characters",
-                                      [("input.text", "too long in total")], reason="TEXT_TOO_LONG")
+                raise InvalidArgument(
+                    f"the stream's text exceeds {self.config.max_text_chars} characters",
+                    [("input.text", "too long in total")],
+                    reason="TEXT_TOO_LONG",
+                )
             spoken = spoken or bool(request.input.text.strip())
             yield request.input.text, request.input.flush
         if not spoken:
@@ -417,11 +469,14 @@ async def build(config: GatewayConfig):
         registry = registry_pb2_grpc.RegistryServiceStub(registry_channel) if registry_channel else None
         catalogue = Catalogue(registry)
         tts = TextToSpeechServicer(config, router, codec, Tenancy(parse_api_keys(config.api_keys)), catalogue)
-        yield [Registration(tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, tts,
-                            "qwentts.v1.TextToSpeechService"),
-               Registration(voices_pb2_grpc.add_VoiceCatalogServiceServicer_to_server,
-                            VoiceCatalogServicer(tts, catalogue, config.preview_ttl_seconds),
-                            "qwentts.v1.VoiceCatalogService")]
+        yield [
+            Registration(tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, tts, "qwentts.v1.TextToSpeechService"),
+            Registration(
+                voices_pb2_grpc.add_VoiceCatalogServiceServicer_to_server,
+                VoiceCatalogServicer(tts, catalogue, config.preview_ttl_seconds),
+                "qwentts.v1.VoiceCatalogService",
+            ),
+        ]
     finally:
         await codec_channel.close()
         if registry_channel is not None:

@@ -59,14 +59,19 @@ class Tenancy:
             return DEFAULT_TENANT
         presented = _presented_keys(context)
         if len(presented) > 1:
-            raise Unauthenticated("the request carries more than one credential (x-api-key and authorization "
-                                  "metadata together, or one of them repeated); send exactly one",
-                                  reason="AMBIGUOUS_CREDENTIALS")
+            raise Unauthenticated(
+                "the request carries more than one credential (x-api-key and authorization "
+                "metadata together, or one of them repeated); send exactly one",
+                reason="AMBIGUOUS_CREDENTIALS",
+            )
         if presented and presented[0]:
             # Compared with every key in constant time, so timing tells nothing about the keys.
-            found = [tenant for key, tenant in self.keys.items()
-                     if hmac.compare_digest(key.encode(), presented[0].encode())]
+            found = [
+                tenant for key, tenant in self.keys.items() if hmac.compare_digest(key.encode(), presented[0].encode())
+            ]
             if found:
                 return found[0]
-        raise Unauthenticated("a valid API key is required: send it as `x-api-key: <key>` or "
-                              "`authorization: Bearer <key>` metadata", reason="API_KEY_INVALID")
+        raise Unauthenticated(
+            "a valid API key is required: send it as `x-api-key: <key>` or `authorization: Bearer <key>` metadata",
+            reason="API_KEY_INVALID",
+        )

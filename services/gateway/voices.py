@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import re
 from collections import OrderedDict
@@ -44,9 +45,17 @@ from qwentts.registry.v1 import registry_pb2, registry_pb2_grpc
 from qwentts.v1 import audio_pb2, tts_pb2, voices_pb2, voices_pb2_grpc
 from shared.audio import decode_audio, encode_flac
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, from_rpc_error
-from shared.limits import (MAX_DESCRIPTION_CHARS, MAX_ID_CHARS, MAX_PAGE_TOKEN_CHARS, MAX_TAG_CHARS, MAX_TAGS,
-                           MAX_TRANSCRIPT_CHARS, VOICE_FIELD_CHARS, quote)
 from shared.frames import array_to_frames, array_to_samples, frames_to_array, samples_to_array
+from shared.limits import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_ID_CHARS,
+    MAX_PAGE_TOKEN_CHARS,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    MAX_TRANSCRIPT_CHARS,
+    VOICE_FIELD_CHARS,
+    quote,
+)
 
 from .audio_out import MODEL_SAMPLE_RATE
 from .routing import PRESET_PREFIX, Pool, preset_voice_id
@@ -63,12 +72,17 @@ DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 # Downstream field paths -> the public request's.
 CODEC_FIELDS = {name: f"reference_audio.{name}" for name in ("content", "pcm_sample_rate_hz", "pcm_channels")}
 EMBED_FIELDS = {"audio.samples_f32le": "reference_audio.content", "audio.sample_rate_hz": "reference_audio.content"}
-DESIGN_FIELDS = {"config.voice.design_description": "description", "config.language": "language",
-                 "config.instruct": "description", "text": "preview_text"}
+DESIGN_FIELDS = {
+    "config.voice.design_description": "description",
+    "config.language": "language",
+    "config.instruct": "description",
+    "text": "preview_text",
+}
 
 
-async def _call(method, request, context: grpc.aio.ServicerContext, dependency: str,
-                fields: dict[str, str] | None = None):
+async def _call(
+    method, request, context: grpc.aio.ServicerContext, dependency: str, fields: dict[str, str] | None = None
+):
     """`await method(request)` within the client's deadline, a failure passed on as our own error
     (`from_rpc_error`)."""
     try:
@@ -79,8 +93,9 @@ async def _call(method, request, context: grpc.aio.ServicerContext, dependency: 
 
 def _renamed(error: InvalidArgument, rename: Callable[[str], str]) -> InvalidArgument:
     """`error` with its field paths renamed to the public request's."""
-    return InvalidArgument(error.message, [(rename(f), d) for f, d in error.violations],
-                           reason=error.reason, metadata=error.metadata)
+    return InvalidArgument(
+        error.message, [(rename(f), d) for f, d in error.violations], reason=error.reason, metadata=error.metadata
+    )
 
 
 def voice_not_found(voice_id: str, field: str = "voice_id") -> NotFound:
@@ -90,8 +105,11 @@ def voice_not_found(voice_id: str, field: str = "voice_id") -> NotFound:
 def check_id(value: str, field: str) -> None:
     """Ids longer than any we issue are refused before they reach a message, a log or a key."""
     if len(value) > MAX_ID_CHARS:
-        raise InvalidArgument(f"{field} has {len(value)} characters; ids have at most {MAX_ID_CHARS}",
-                              [(field, "too long")], reason="INVALID_ID")
+        raise InvalidArgument(
+            f"{field} has {len(value)} characters; ids have at most {MAX_ID_CHARS}",
+            [(field, "too long")],
+            reason="INVALID_ID",
+        )
 
 
 def _request_digest(request: voices_pb2.CreateVoiceRequest) -> bytes:
@@ -104,12 +122,18 @@ def _request_digest(request: voices_pb2.CreateVoiceRequest) -> bytes:
 
 def _voice_field_violations(request: voices_pb2.CreateVoiceRequest) -> list[tuple[str, str]]:
     """CreateVoice's metadata checked against the registry's limits, before any model work."""
-    problems = [(field, f"at most {limit} characters") for field, limit in VOICE_FIELD_CHARS.items()
-                if len(getattr(request, field)) > limit]
+    problems = [
+        (field, f"at most {limit} characters")
+        for field, limit in VOICE_FIELD_CHARS.items()
+        if len(getattr(request, field)) > limit
+    ]
     if len(request.tags) > MAX_TAGS:
         problems.append(("tags", f"at most {MAX_TAGS} tags"))
-    problems += [(f"tags[{i}]", f"1 to {MAX_TAG_CHARS} characters")
-                 for i, tag in enumerate(request.tags) if not 1 <= len(tag) <= MAX_TAG_CHARS]
+    problems += [
+        (f"tags[{i}]", f"1 to {MAX_TAG_CHARS} characters")
+        for i, tag in enumerate(request.tags)
+        if not 1 <= len(tag) <= MAX_TAG_CHARS
+    ]
     if request.request_id and not REQUEST_ID_RE.fullmatch(request.request_id):
         problems.append(("request_id", "1 to 128 letters, digits, '-' or '_' (a UUID, say)"))
     if request.WhichOneof("source") == "preview_id" and len(request.preview_id) > MAX_ID_CHARS:
@@ -148,8 +172,11 @@ class Catalogue:
 
     def check_available(self) -> None:
         if self._registry is None:
-            raise FailedPrecondition("this deployment runs no voice catalogue (GATEWAY_REGISTRY_ADDRESS is unset); "
-                                     "use preset_speaker or design_description", reason="VOICE_CATALOGUE_UNAVAILABLE")
+            raise FailedPrecondition(
+                "this deployment runs no voice catalogue (GATEWAY_REGISTRY_ADDRESS is unset); "
+                "use preset_speaker or design_description",
+                reason="VOICE_CATALOGUE_UNAVAILABLE",
+            )
 
     async def call(self, method: str, request, context):
         """The registry's `method`, its errors passed on."""
@@ -192,15 +219,21 @@ class Catalogue:
             self.forget(tenant, voice_id)
             raise voice_not_found(voice_id, "config.voice.voice_id") from None
 
-    async def _embed_stored_voice(self, tenant: str, voice_id: str, pool: Pool,
-                                  context) -> registry_pb2.SpeakerEmbedding:
+    async def _embed_stored_voice(
+        self, tenant: str, voice_id: str, pool: Pool, context
+    ) -> registry_pb2.SpeakerEmbedding:
         """The embedding of a Base model that came after the voice was saved: computed once, from
         the stored reference audio, and stored."""
         assets = (await self._get(tenant, voice_id, True, context)).assets
         audio, sample_rate = decode_audio(assets.reference_flac)
         embedding = await embed_speaker(pool, audio, sample_rate, context)
-        await self.call("PutSpeakerEmbedding", registry_pb2.PutSpeakerEmbeddingRequest(
-            tenant=tenant, voice_id=voice_id, model=pool.model.name, embedding=embedding), context)
+        await self.call(
+            "PutSpeakerEmbedding",
+            registry_pb2.PutSpeakerEmbeddingRequest(
+                tenant=tenant, voice_id=voice_id, model=pool.model.name, embedding=embedding
+            ),
+            context,
+        )
         return embedding
 
 
@@ -217,14 +250,13 @@ def _read_page_token(token: str) -> tuple[str, str]:
         return "presets", "0"
     phase = value = ""
     if len(token) <= MAX_PAGE_TOKEN_CHARS:
-        try:
+        with contextlib.suppress(binascii.Error, UnicodeError, ValueError):
             phase, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        except (binascii.Error, UnicodeError, ValueError):
-            pass
     if phase == "saved" or (phase == "presets" and value.isascii() and value.isdigit()):
         return phase, value
-    raise InvalidArgument("page_token is not one this service returned", [("page_token", "invalid")],
-                          reason="INVALID_PAGE_TOKEN")
+    raise InvalidArgument(
+        "page_token is not one this service returned", [("page_token", "invalid")], reason="INVALID_PAGE_TOKEN"
+    )
 
 
 class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
@@ -248,10 +280,15 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
                 continue
             for speaker in pool.model.speakers:
                 dialect = f"; speaks {speaker.dialect} when the language is Chinese" if speaker.dialect else ""
-                voices.append(voices_pb2.Voice(
-                    voice_id=preset_voice_id(pool.model.name, speaker.name), name=speaker.name,
-                    kind=voices_pb2.VOICE_KIND_PRESET, description=f"preset speaker of {pool.model.name}{dialect}",
-                    read_only=True))
+                voices.append(
+                    voices_pb2.Voice(
+                        voice_id=preset_voice_id(pool.model.name, speaker.name),
+                        name=speaker.name,
+                        kind=voices_pb2.VOICE_KIND_PRESET,
+                        description=f"preset speaker of {pool.model.name}{dialect}",
+                        read_only=True,
+                    )
+                )
         return voices
 
     def _preset(self, voice_id: str) -> voices_pb2.Voice | None:
@@ -265,16 +302,24 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
 
     def _check_writable(self, voice_id: str) -> None:
         if self._preset(voice_id) is not None:
-            raise FailedPrecondition(f"{voice_id} is a preset speaker; presets cannot be changed or deleted",
-                                     reason="VOICE_READ_ONLY")
+            raise FailedPrecondition(
+                f"{voice_id} is a preset speaker; presets cannot be changed or deleted", reason="VOICE_READ_ONLY"
+            )
 
     def _check_language(self, language: str) -> None:
         """A voice's language is the default of its syntheses: one a Base model speaks, or "auto"."""
-        known = {lang.lower() for pool in self.tts.router.pools if pool.model.model_type == "base"
-                 for lang in pool.model.languages}
+        known = {
+            lang.lower()
+            for pool in self.tts.router.pools
+            if pool.model.model_type == "base"
+            for lang in pool.model.languages
+        }
         if language and language.lower() != "auto" and known and language.lower() not in known:
-            raise InvalidArgument(f"unsupported language {quote(language)}; supported: auto, {', '.join(sorted(known))}",
-                                  [("language", "not a language of the Base models")], reason="UNSUPPORTED_LANGUAGE")
+            raise InvalidArgument(
+                f"unsupported language {quote(language)}; supported: auto, {', '.join(sorted(known))}",
+                [("language", "not a language of the Base models")],
+                reason="UNSUPPORTED_LANGUAGE",
+            )
 
     # ----- RPCs -----
 
@@ -283,29 +328,44 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         if not request.name.strip():
             raise InvalidArgument("a voice needs a name", [("name", "required")], reason="NAME_REQUIRED")
         if len(request.transcript) > MAX_TRANSCRIPT_CHARS:
-            raise InvalidArgument(f"the transcript has {len(request.transcript)} characters; the limit is "
-                                  f"{MAX_TRANSCRIPT_CHARS}", [("transcript", "too long")], reason="TRANSCRIPT_TOO_LONG")
+            raise InvalidArgument(
+                f"the transcript has {len(request.transcript)} characters; the limit is {MAX_TRANSCRIPT_CHARS}",
+                [("transcript", "too long")],
+                reason="TRANSCRIPT_TOO_LONG",
+            )
         problems = _voice_field_violations(request)
         if problems:
-            raise InvalidArgument("; ".join(f"{field}: {why}" for field, why in problems), problems,
-                                  reason="INVALID_VOICE")
+            raise InvalidArgument(
+                "; ".join(f"{field}: {why}" for field, why in problems), problems, reason="INVALID_VOICE"
+            )
         self._check_language(request.language)
-        voice = voices_pb2.Voice(name=request.name, language=request.language, description=request.description,
-                                 tags=request.tags, consent_statement=request.consent_statement)
+        voice = voices_pb2.Voice(
+            name=request.name,
+            language=request.language,
+            description=request.description,
+            tags=request.tags,
+            consent_statement=request.consent_statement,
+        )
         source = request.WhichOneof("source")
         if source == "reference_audio":
             audio = request.reference_audio
             voice.kind, voice.transcript = voices_pb2.VOICE_KIND_CLONED, request.transcript
         elif source == "preview_id":
-            preview = (await self.catalogue.call("GetPreview", registry_pb2.GetPreviewRequest(
-                tenant=tenant, preview_id=request.preview_id), context)).preview
+            preview = (
+                await self.catalogue.call(
+                    "GetPreview", registry_pb2.GetPreviewRequest(tenant=tenant, preview_id=request.preview_id), context
+                )
+            ).preview
             audio = audio_pb2.AudioInput(content=preview.audio_flac)
             voice.kind, voice.transcript = voices_pb2.VOICE_KIND_DESIGNED, preview.text
             voice.description = request.description or preview.description
             voice.language = request.language or preview.language
         else:
-            raise InvalidArgument("the voice needs reference_audio or a preview_id",
-                                  [("reference_audio", "set reference_audio or preview_id")], reason="SOURCE_REQUIRED")
+            raise InvalidArgument(
+                "the voice needs reference_audio or a preview_id",
+                [("reference_audio", "set reference_audio or preview_id")],
+                reason="SOURCE_REQUIRED",
+            )
         if voice.transcript.strip():
             voice.clone_mode = voices_pb2.CLONE_MODE_IN_CONTEXT
         else:
@@ -313,12 +373,22 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         assets, voice.reference_seconds = await self._reference_assets(audio, context)
         warnings = []
         if voice.reference_seconds < SHORT_REFERENCE_SECONDS:
-            warnings.append(f"the reference audio lasts {voice.reference_seconds:.1f} s; "
-                            f"{SHORT_REFERENCE_SECONDS:g} s or more clone a voice better")
+            warnings.append(
+                f"the reference audio lasts {voice.reference_seconds:.1f} s; "
+                f"{SHORT_REFERENCE_SECONDS:g} s or more clone a voice better"
+            )
         try:
-            created = await self.catalogue.call("CreateVoice", registry_pb2.CreateVoiceRequest(
-                tenant=tenant, voice=voice, assets=assets, request_id=request.request_id,
-                request_digest=_request_digest(request) if request.request_id else b""), context)
+            created = await self.catalogue.call(
+                "CreateVoice",
+                registry_pb2.CreateVoiceRequest(
+                    tenant=tenant,
+                    voice=voice,
+                    assets=assets,
+                    request_id=request.request_id,
+                    request_digest=_request_digest(request) if request.request_id else b"",
+                ),
+                context,
+            )
         except InvalidArgument as error:  # the registry's paths are voice.name, ...; ours name, ...
             raise _renamed(error, lambda field: field.removeprefix("voice.")) from None
         return voices_pb2.CreateVoiceResponse(voice=created.voice, warnings=warnings)
@@ -326,18 +396,32 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
     async def _reference_assets(self, audio: audio_pb2.AudioInput, context) -> tuple[registry_pb2.VoiceAssets, float]:
         """Frames, 24 kHz FLAC and every Base model's speaker embedding of reference audio; its length."""
         if len(audio.content) > MAX_REFERENCE_BYTES:
-            raise InvalidArgument(f"the reference audio is {len(audio.content)} bytes; at most {MAX_REFERENCE_BYTES} "
-                                  "are accepted", [("reference_audio.content", "too large")], reason="AUDIO_TOO_LARGE")
-        encoded = await _call(self.tts.codec.Encode, codec_pb2.EncodeRequest(
-            content=audio.content, pcm_sample_rate_hz=audio.pcm_sample_rate_hz, pcm_channels=audio.pcm_channels),
-            context, "codec", CODEC_FIELDS)
+            raise InvalidArgument(
+                f"the reference audio is {len(audio.content)} bytes; at most {MAX_REFERENCE_BYTES} are accepted",
+                [("reference_audio.content", "too large")],
+                reason="AUDIO_TOO_LARGE",
+            )
+        encoded = await _call(
+            self.tts.codec.Encode,
+            codec_pb2.EncodeRequest(
+                content=audio.content, pcm_sample_rate_hz=audio.pcm_sample_rate_hz, pcm_channels=audio.pcm_channels
+            ),
+            context,
+            "codec",
+            CODEC_FIELDS,
+        )
         samples, rate = samples_to_array(encoded.audio), encoded.audio.sample_rate_hz
         seconds = len(samples) / rate
-        for too, bad, limit in (("short", seconds < MIN_REFERENCE_SECONDS, f"at least {MIN_REFERENCE_SECONDS:g}"),
-                                ("long", seconds > MAX_REFERENCE_SECONDS, f"at most {MAX_REFERENCE_SECONDS:g}")):
+        for too, bad, limit in (
+            ("short", seconds < MIN_REFERENCE_SECONDS, f"at least {MIN_REFERENCE_SECONDS:g}"),
+            ("long", seconds > MAX_REFERENCE_SECONDS, f"at most {MAX_REFERENCE_SECONDS:g}"),
+        ):
             if bad:
-                raise InvalidArgument(f"the reference audio lasts {seconds:.2f} s; it must last {limit} s",
-                                      [("reference_audio.content", f"too {too}")], reason=f"AUDIO_TOO_{too.upper()}")
+                raise InvalidArgument(
+                    f"the reference audio lasts {seconds:.2f} s; it must last {limit} s",
+                    [("reference_audio.content", f"too {too}")],
+                    reason=f"AUDIO_TOO_{too.upper()}",
+                )
         bases = [p for p in self.tts.router.pools if p.model.model_type == "base"]
         embeddings = await asyncio.gather(*(embed_speaker(p, samples, rate, context) for p in bases))
         assets = registry_pb2.VoiceAssets(reference_flac=encode_flac(samples, rate), reference_frames=encoded.frames)
@@ -350,43 +434,64 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         if not request.description.strip():
             raise InvalidArgument("describe the voice", [("description", "required")], reason="DESCRIPTION_REQUIRED")
         if len(request.description) > MAX_DESCRIPTION_CHARS:  # checked before a preview is rendered
-            raise InvalidArgument(f"the description has {len(request.description)} characters; the limit is "
-                                  f"{MAX_DESCRIPTION_CHARS}", [("description", "too long")],
-                                  reason="DESCRIPTION_TOO_LONG")
+            raise InvalidArgument(
+                f"the description has {len(request.description)} characters; the limit is {MAX_DESCRIPTION_CHARS}",
+                [("description", "too long")],
+                reason="DESCRIPTION_TOO_LONG",
+            )
         text = request.preview_text
         if not text.strip():
             raise self.tts.empty_text("preview_text")
         self.tts.check_text(text, "preview_text")
         if len(text) > MAX_TRANSCRIPT_CHARS:  # it becomes the saved voice's transcript
-            raise InvalidArgument(f"the preview text has {len(text)} characters; the limit is {MAX_TRANSCRIPT_CHARS}",
-                                  [("preview_text", "too long")], reason="TEXT_TOO_LONG")
+            raise InvalidArgument(
+                f"the preview text has {len(text)} characters; the limit is {MAX_TRANSCRIPT_CHARS}",
+                [("preview_text", "too long")],
+                reason="TEXT_TOO_LONG",
+            )
         # Capped at the longest reference a voice may have, so the preview can be saved.
-        config = tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(design_description=request.description),
-                                         language=request.language, output_format=request.output_format,
-                                         max_audio_seconds=MAX_REFERENCE_SECONDS)
+        config = tts_pb2.SynthesisConfig(
+            voice=tts_pb2.VoiceSelection(design_description=request.description),
+            language=request.language,
+            output_format=request.output_format,
+            max_audio_seconds=MAX_REFERENCE_SECONDS,
+        )
         if request.HasField("seed"):
             config.seed = request.seed
         self.tts.check_config(config, field="")
         try:
-            synthesis = self.tts.synthesis(config, non_streaming=True, context=context, tenant=tenant,
-                                           keep_output=True)
+            synthesis = self.tts.synthesis(config, non_streaming=True, context=context, tenant=tenant, keep_output=True)
             audio, summary = await synthesis.whole(text)
         except InvalidArgument as error:
             raise _renamed(error, lambda field: DESIGN_FIELDS.get(field, field)) from None
         frames, samples = synthesis.kept_output()
-        preview = registry_pb2.Preview(description=request.description, text=text, language=request.language,
-                                       audio_flac=encode_flac(samples, MODEL_SAMPLE_RATE),
-                                       frames=array_to_frames(frames))
-        saved = await self.catalogue.call("SavePreview", registry_pb2.SavePreviewRequest(
-            tenant=tenant, preview=preview, ttl_seconds=self.preview_ttl_seconds), context)
-        return voices_pb2.DesignVoiceResponse(preview_id=saved.preview_id, audio=audio,
-                                              output_format=summary.output_format, expire_time=saved.expire_time)
+        preview = registry_pb2.Preview(
+            description=request.description,
+            text=text,
+            language=request.language,
+            audio_flac=encode_flac(samples, MODEL_SAMPLE_RATE),
+            frames=array_to_frames(frames),
+        )
+        saved = await self.catalogue.call(
+            "SavePreview",
+            registry_pb2.SavePreviewRequest(tenant=tenant, preview=preview, ttl_seconds=self.preview_ttl_seconds),
+            context,
+        )
+        return voices_pb2.DesignVoiceResponse(
+            preview_id=saved.preview_id, audio=audio, output_format=summary.output_format, expire_time=saved.expire_time
+        )
 
     async def GetVoice(self, request, context):
         tenant = self._tenant(context)
         check_id(request.voice_id, "voice_id")
-        voice = self._preset(request.voice_id) or (await self.catalogue.call("GetVoice", registry_pb2.GetVoiceRequest(
-            tenant=tenant, voice_id=request.voice_id), context)).voice
+        voice = (
+            self._preset(request.voice_id)
+            or (
+                await self.catalogue.call(
+                    "GetVoice", registry_pb2.GetVoiceRequest(tenant=tenant, voice_id=request.voice_id), context
+                )
+            ).voice
+        )
         return voices_pb2.GetVoiceResponse(voice=voice)
 
     async def ListVoices(self, request, context):
@@ -398,11 +503,14 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         voices = []
         if phase == "presets":
             # Presets have no language or tags: a filter on either leaves them out.
-            listed = (request.kind in (voices_pb2.VOICE_KIND_UNSPECIFIED, voices_pb2.VOICE_KIND_PRESET)
-                      and not request.language and not request.tag)
+            listed = (
+                request.kind in (voices_pb2.VOICE_KIND_UNSPECIFIED, voices_pb2.VOICE_KIND_PRESET)
+                and not request.language
+                and not request.tag
+            )
             presets = self.presets() if listed else []
             start = int(value)
-            voices = presets[start:start + size]
+            voices = presets[start : start + size]
             if start + size < len(presets):
                 token = _page_token("presets", start + size)
                 return voices_pb2.ListVoicesResponse(voices=voices, next_page_token=token)
@@ -411,9 +519,18 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
             if len(voices) == size:  # the saved voices start on the next page
                 return voices_pb2.ListVoicesResponse(voices=voices, next_page_token=_page_token("saved", ""))
             phase, value = "saved", ""
-        reply = await self.catalogue.call("ListVoices", registry_pb2.ListVoicesRequest(
-            tenant=tenant, page_size=size - len(voices), page_token=value, kind=request.kind,
-            language=request.language, tag=request.tag), context)
+        reply = await self.catalogue.call(
+            "ListVoices",
+            registry_pb2.ListVoicesRequest(
+                tenant=tenant,
+                page_size=size - len(voices),
+                page_token=value,
+                kind=request.kind,
+                language=request.language,
+                tag=request.tag,
+            ),
+            context,
+        )
         voices.extend(reply.voices)
         token = _page_token("saved", reply.next_page_token) if reply.next_page_token else ""
         return voices_pb2.ListVoicesResponse(voices=voices, next_page_token=token)
@@ -424,15 +541,21 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         self._check_writable(request.voice.voice_id)
         if "language" in request.update_mask.paths:
             self._check_language(request.voice.language)
-        reply = await self.catalogue.call("UpdateVoice", registry_pb2.UpdateVoiceRequest(
-            tenant=tenant, voice=request.voice, update_mask=request.update_mask), context)
+        reply = await self.catalogue.call(
+            "UpdateVoice",
+            registry_pb2.UpdateVoiceRequest(tenant=tenant, voice=request.voice, update_mask=request.update_mask),
+            context,
+        )
         return voices_pb2.UpdateVoiceResponse(voice=reply.voice)
 
     async def DeleteVoice(self, request, context):
         tenant = self._tenant(context)
         check_id(request.voice_id, "voice_id")
         self._check_writable(request.voice_id)
-        await self.catalogue.call("DeleteVoice", registry_pb2.DeleteVoiceRequest(
-            tenant=tenant, voice_id=request.voice_id, etag=request.etag), context)
+        await self.catalogue.call(
+            "DeleteVoice",
+            registry_pb2.DeleteVoiceRequest(tenant=tenant, voice_id=request.voice_id, etag=request.etag),
+            context,
+        )
         self.catalogue.forget(tenant, request.voice_id)
         return voices_pb2.DeleteVoiceResponse()

@@ -28,11 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 from opentelemetry import metrics
 
-from shared.errors import ResourceExhausted, Unavailable
-
 from models.engine.engine import Engine, FinishReason
-from models.qwen3_tts.prompts import PromptPlan
 from models.engine.sampling import SamplingParams
+from models.qwen3_tts.prompts import PromptPlan
+from shared.errors import ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter(__name__)
@@ -54,7 +53,7 @@ _END = object()  # the last item of a stream's queue
 class Stream:
     """One utterance seen from the event loop."""
 
-    def __init__(self, runner: "EngineRunner", plan: PromptPlan, params: SamplingParams):
+    def __init__(self, runner: EngineRunner, plan: PromptPlan, params: SamplingParams):
         self._runner = runner
         self.plan, self.params = plan, params
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -115,8 +114,12 @@ class Stream:
 
 
 class EngineRunner:
-    def __init__(self, engine: Engine, limits: RunnerLimits = RunnerLimits(),
-                 on_failure: Callable[[str], None] = lambda reason: None):
+    def __init__(
+        self,
+        engine: Engine,
+        limits: RunnerLimits = RunnerLimits(),
+        on_failure: Callable[[str], None] = lambda reason: None,
+    ):
         self._engine = engine
         self.limits = limits
         self._on_failure = on_failure
@@ -131,12 +134,15 @@ class EngineRunner:
         self._waiting: collections.deque[Stream] = collections.deque()
         self._streams: dict[int, Stream] = {}  # by session id; engine thread only
         self.frames_total = 0
-        meter.create_observable_gauge("qwentts.generator.active_streams", [self._observe_active],
-                                      description="sessions being generated")
-        meter.create_observable_gauge("qwentts.generator.queued_streams", [self._observe_queued],
-                                      description="sessions waiting for a slot")
-        self._frame_counter = meter.create_counter("qwentts.generator.frames", unit="{frame}",
-                                                   description="codec frames generated (80 ms each)")
+        meter.create_observable_gauge(
+            "qwentts.generator.active_streams", [self._observe_active], description="sessions being generated"
+        )
+        meter.create_observable_gauge(
+            "qwentts.generator.queued_streams", [self._observe_queued], description="sessions waiting for a slot"
+        )
+        self._frame_counter = meter.create_counter(
+            "qwentts.generator.frames", unit="{frame}", description="codec frames generated (80 ms each)"
+        )
 
     # ----- event loop side -----
 
@@ -164,8 +170,9 @@ class EngineRunner:
     async def open(self, plan: PromptPlan, params: SamplingParams) -> Stream:
         """A new stream, running at once or queued; ResourceExhausted when the queue is full."""
         if self.failed:
-            raise Unavailable("this generator's engine has failed and the process is restarting; retry",
-                              reason="ENGINE_FAILED")
+            raise Unavailable(
+                "this generator's engine has failed and the process is restarting; retry", reason="ENGINE_FAILED"
+            )
         params.validate()
         if plan.clone is not None:
             self._engine.check_clone(plan.clone)

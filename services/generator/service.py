@@ -18,6 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.engine.engine import FinishReason
+from models.engine.sampling import SamplingParams
+from models.qwen3_tts.prompts import ClonePrompt, PromptError, PromptPlan, plan_prompt
+from models.qwen3_tts.text_stream import TextStream
+from models.tts import Qwen3TTS
 from qwentts.codec.v1 import codec_pb2
 from qwentts.generator.v1 import generator_pb2 as pb
 from qwentts.generator.v1 import generator_pb2_grpc
@@ -25,16 +30,17 @@ from shared.audio import AudioError
 from shared.config import env
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.frames import array_to_frames, frames_to_array, samples_to_array
-from shared.limits import (MAX_ID_CHARS, MAX_INSTRUCT_CHARS, MAX_INSTRUCT_TOKENS, MAX_REFERENCE_FRAMES,
-                           MAX_TRANSCRIPT_CHARS, MAX_TRANSCRIPT_TOKENS)
+from shared.limits import (
+    MAX_ID_CHARS,
+    MAX_INSTRUCT_CHARS,
+    MAX_INSTRUCT_TOKENS,
+    MAX_REFERENCE_FRAMES,
+    MAX_TRANSCRIPT_CHARS,
+    MAX_TRANSCRIPT_TOKENS,
+)
 from shared.service import ProcessConfig, Registration, fail_process
 
-from models.engine.engine import FinishReason
-from models.qwen3_tts.prompts import ClonePrompt, PromptError, PromptPlan, plan_prompt
 from .runner import EngineRunner, RunnerLimits, Stream
-from models.engine.sampling import SamplingParams
-from models.qwen3_tts.text_stream import TextStream
-from models.tts import Qwen3TTS
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +98,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         first = await anext(requests, None)
         if first is None or not first.HasField("config"):
             raise InvalidArgument(
-                "the first message must carry the config", [("config", "missing from the first message")],
+                "the first message must carry the config",
+                [("config", "missing from the first message")],
                 reason="CONFIG_REQUIRED",
             )
         config = first.config
@@ -153,11 +160,12 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
 
         Every bound on the prompt (shared/limits.py) is checked here, before any model work."""
         sampling = self._sampling(config)
-        for path, value, limit in (("config.instruct", config.instruct, MAX_INSTRUCT_CHARS),
-                                   ("config.cloned_voice.reference_text", config.cloned_voice.reference_text,
-                                    MAX_TRANSCRIPT_CHARS),
-                                   ("config.speaker", config.speaker, MAX_ID_CHARS),
-                                   ("config.language", config.language, MAX_ID_CHARS)):
+        for path, value, limit in (
+            ("config.instruct", config.instruct, MAX_INSTRUCT_CHARS),
+            ("config.cloned_voice.reference_text", config.cloned_voice.reference_text, MAX_TRANSCRIPT_CHARS),
+            ("config.speaker", config.speaker, MAX_ID_CHARS),
+            ("config.language", config.language, MAX_ID_CHARS),
+        ):
             if len(value) > limit:
                 message = f"{path} has {len(value)} characters; at most {limit} are accepted"
                 raise InvalidArgument(message, [(path, message)], reason="PROMPT_TOO_LONG")
@@ -175,8 +183,10 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         except PromptError as error:
             field, reason = PROMPT_ERRORS.get(error.field, ("config", "INVALID_CONFIG"))
             raise InvalidArgument(str(error), [(field, str(error))], reason=reason) from None
-        for path, ids, limit in (("config.instruct", plan.instruct_ids, MAX_INSTRUCT_TOKENS),
-                                 ("config.cloned_voice.reference_text", plan.ref_text_ids, MAX_TRANSCRIPT_TOKENS)):
+        for path, ids, limit in (
+            ("config.instruct", plan.instruct_ids, MAX_INSTRUCT_TOKENS),
+            ("config.cloned_voice.reference_text", plan.ref_text_ids, MAX_TRANSCRIPT_TOKENS),
+        ):
             if len(ids) > limit:
                 message = f"{path} makes {len(ids)} prompt tokens; at most {limit} are accepted"
                 raise InvalidArgument(message, [(path, message)], reason="PROMPT_TOO_LONG")
@@ -216,8 +226,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         except ValueError as error:
             raise _invalid_clone(str(error), "reference_frames") from None
         if len(codes) > MAX_REFERENCE_FRAMES:
-            raise _invalid_clone(f"{len(codes)} reference frames; at most {MAX_REFERENCE_FRAMES} (60 s) are accepted",
-                                 "reference_frames")
+            raise _invalid_clone(
+                f"{len(codes)} reference frames; at most {MAX_REFERENCE_FRAMES} (60 s) are accepted", "reference_frames"
+            )
         ref_text_ids = self.tts.tokenizer.ref_text_ids(voice.reference_text)
         return ClonePrompt(embedding, ref_codes=torch.from_numpy(codes), ref_text_ids=ref_text_ids)
 
@@ -237,7 +248,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             async for request in requests:
                 if request.HasField("config"):
                     raise InvalidArgument(
-                        "the config must be sent once, in the first message", [("config", "sent again")],
+                        "the config must be sent once, in the first message",
+                        [("config", "sent again")],
                         reason="CONFIG_ALREADY_SENT",
                     )
                 chunk = request.text
@@ -278,7 +290,8 @@ def _read_samples(samples: codec_pb2.Samples) -> np.ndarray:
     if not low <= samples.sample_rate_hz <= high:
         raise _invalid_audio(
             f"audio.sample_rate_hz is {samples.sample_rate_hz}; {low} to {high} Hz are accepted",
-            "INVALID_SAMPLE_RATE", "audio.sample_rate_hz",
+            "INVALID_SAMPLE_RATE",
+            "audio.sample_rate_hz",
         )
     if len(samples.samples_f32le) % 4:
         raise _invalid_audio("audio.samples_f32le is not a whole number of float32 samples", "INVALID_AUDIO")

@@ -87,8 +87,11 @@ def _metadata_violations(voice: voices_pb2.Voice, fields: Iterable[str]) -> list
         if field == "tags":
             if len(voice.tags) > MAX_TAGS:
                 problems.append(("voice.tags", f"at most {MAX_TAGS} tags; got {len(voice.tags)}"))
-            problems += [(f"voice.tags[{i}]", f"1 to {MAX_TAG_CHARS} characters")
-                         for i, tag in enumerate(voice.tags) if not 1 <= len(tag) <= MAX_TAG_CHARS]
+            problems += [
+                (f"voice.tags[{i}]", f"1 to {MAX_TAG_CHARS} characters")
+                for i, tag in enumerate(voice.tags)
+                if not 1 <= len(tag) <= MAX_TAG_CHARS
+            ]
         elif len(getattr(voice, field)) > VOICE_FIELD_CHARS[field]:
             problems.append((f"voice.{field}", f"at most {VOICE_FIELD_CHARS[field]} characters"))
         elif field == "name" and not voice.name.strip():
@@ -107,16 +110,21 @@ def _embedding_violations(model: str, values, model_field: str, values_field: st
     return problems
 
 
-def _audio_violations(flac: bytes, frames: codec_pb2.Frames, flac_field: str,
-                      frames_field: str) -> list[tuple[str, str]]:
+def _audio_violations(
+    flac: bytes, frames: codec_pb2.Frames, flac_field: str, frames_field: str
+) -> list[tuple[str, str]]:
     problems = []
     if not flac.startswith(FLAC_MAGIC):
         problems.append((flac_field, "required: a 24 kHz mono FLAC file"))
     if not frames.num_frames or not frames.num_quantizers:
         problems.append((frames_field, "required: num_frames and num_quantizers must be set"))
     elif len(frames.codes) != frames.num_frames * frames.num_quantizers:
-        problems.append((f"{frames_field}.codes", f"{len(frames.codes)} codes for {frames.num_frames} frames "
-                                                  f"of {frames.num_quantizers} codebooks"))
+        problems.append(
+            (
+                f"{frames_field}.codes",
+                f"{len(frames.codes)} codes for {frames.num_frames} frames of {frames.num_quantizers} codebooks",
+            )
+        )
     return problems
 
 
@@ -130,11 +138,13 @@ def _create_violations(voice: voices_pb2.Voice, assets: registry_pb2.VoiceAssets
         problems.append(("voice.transcript", "required with CLONE_MODE_IN_CONTEXT"))
     if not (math.isfinite(voice.reference_seconds) and voice.reference_seconds > 0):
         problems.append(("voice.reference_seconds", "the reference's duration: a positive number of seconds"))
-    problems += _audio_violations(assets.reference_flac, assets.reference_frames,
-                                  "assets.reference_flac", "assets.reference_frames")
+    problems += _audio_violations(
+        assets.reference_flac, assets.reference_frames, "assets.reference_flac", "assets.reference_frames"
+    )
     for model, embedding in sorted(assets.speaker_embeddings.items()):
-        problems += _embedding_violations(model, embedding.values, "assets.speaker_embeddings",
-                                          f"assets.speaker_embeddings[{model}].values")
+        problems += _embedding_violations(
+            model, embedding.values, "assets.speaker_embeddings", f"assets.speaker_embeddings[{model}].values"
+        )
     return problems
 
 
@@ -173,15 +183,17 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             problems.append(("request_id", "1 to 128 letters, digits, '-' or '_'"))
         if problems:
             raise _invalid("INVALID_VOICE", problems)
-        voice = await self.store.create_voice(request.tenant, request.voice, request.assets,
-                                              request.request_id, request.request_digest)
+        voice = await self.store.create_voice(
+            request.tenant, request.voice, request.assets, request.request_id, request.request_digest
+        )
         return registry_pb2.CreateVoiceResponse(voice=voice)
 
     async def GetVoice(self, request: registry_pb2.GetVoiceRequest, context) -> registry_pb2.GetVoiceResponse:
         _check_tenant(request.tenant)
         _check_id(request.voice_id, "voice_id")
-        voice, assets = await self.store.get_voice(request.tenant, request.voice_id,
-                                                   include_assets=request.include_assets)
+        voice, assets = await self.store.get_voice(
+            request.tenant, request.voice_id, include_assets=request.include_assets
+        )
         return registry_pb2.GetVoiceResponse(voice=voice, assets=assets)
 
     async def ListVoices(self, request: registry_pb2.ListVoicesRequest, context) -> registry_pb2.ListVoicesResponse:
@@ -191,12 +203,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         filtered = bool(request.kind or request.language or request.tag)
 
         def match(voice: voices_pb2.Voice) -> bool:
-            return ((not request.kind or voice.kind == request.kind)
-                    and (not request.language or voice.language == request.language)
-                    and (not request.tag or request.tag in voice.tags))
+            return (
+                (not request.kind or voice.kind == request.kind)
+                and (not request.language or voice.language == request.language)
+                and (not request.tag or request.tag in voice.tags)
+            )
 
         voices, cursor = await self.store.list_voices(
-            request.tenant, after=after, limit=page_size, match=match, max_scanned=MAX_SCANNED_PER_LIST,
+            request.tenant,
+            after=after,
+            limit=page_size,
+            match=match,
+            max_scanned=MAX_SCANNED_PER_LIST,
             # Unfiltered, a page is exactly the next page_size ids; filtered, read more at a time.
             batch=MAX_PAGE_SIZE if filtered else page_size,
         )
@@ -206,8 +224,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         _check_tenant(request.tenant)
         voice, paths = request.voice, list(dict.fromkeys(request.update_mask.paths))
         if not paths or not set(paths) <= set(UPDATABLE_FIELDS):
-            raise _invalid("INVALID_UPDATE_MASK",
-                           [("update_mask", f"one or more of {', '.join(UPDATABLE_FIELDS)}; got {paths}")])
+            raise _invalid(
+                "INVALID_UPDATE_MASK", [("update_mask", f"one or more of {', '.join(UPDATABLE_FIELDS)}; got {paths}")]
+            )
         _check_id(voice.voice_id, "voice.voice_id")
         if not voice.etag:
             raise _invalid("ETAG_REQUIRED", [("voice.etag", "required: the etag of the version being changed")])
@@ -224,8 +243,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         await self.store.delete_voice(request.tenant, request.voice_id, request.etag)
         return registry_pb2.DeleteVoiceResponse()
 
-    async def PutSpeakerEmbedding(self, request: registry_pb2.PutSpeakerEmbeddingRequest,
-                                  context) -> registry_pb2.PutSpeakerEmbeddingResponse:
+    async def PutSpeakerEmbedding(
+        self, request: registry_pb2.PutSpeakerEmbeddingRequest, context
+    ) -> registry_pb2.PutSpeakerEmbeddingResponse:
         _check_tenant(request.tenant)
         _check_id(request.voice_id, "voice_id")
         problems = _embedding_violations(request.model, request.embedding.values, "model", "embedding.values")
@@ -237,10 +257,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def SavePreview(self, request: registry_pb2.SavePreviewRequest, context) -> registry_pb2.SavePreviewResponse:
         _check_tenant(request.tenant)
         preview = request.preview
-        problems = [(f"preview.{field}", f"at most {limit} characters")
-                    for field, limit in (("description", VOICE_FIELD_CHARS["description"]),
-                                         ("text", VOICE_FIELD_CHARS["transcript"]), ("language", VOICE_FIELD_CHARS["language"]))
-                    if len(getattr(preview, field)) > limit]
+        problems = [
+            (f"preview.{field}", f"at most {limit} characters")
+            for field, limit in (
+                ("description", VOICE_FIELD_CHARS["description"]),
+                ("text", VOICE_FIELD_CHARS["transcript"]),
+                ("language", VOICE_FIELD_CHARS["language"]),
+            )
+            if len(getattr(preview, field)) > limit
+        ]
         problems += _audio_violations(preview.audio_flac, preview.frames, "preview.audio_flac", "preview.frames")
         if problems:
             raise _invalid("INVALID_PREVIEW", problems)
@@ -276,9 +301,12 @@ def connect(config: RegistryConfig) -> redis.Redis:
             maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
     except ValueError as error:
-        raise ConfigError(RegistryConfig.__name__, [
-            Problem("REGISTRY_REDIS_URL", config.redis_url, f"a Redis URL ({error})"),
-        ]) from None
+        raise ConfigError(
+            RegistryConfig.__name__,
+            [
+                Problem("REGISTRY_REDIS_URL", config.redis_url, f"a Redis URL ({error})"),
+            ],
+        ) from None
 
 
 @contextlib.asynccontextmanager

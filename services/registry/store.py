@@ -155,8 +155,9 @@ def _voice_not_found(voice_id: str) -> VoiceNotFound:
 
 
 def _etag_mismatch(voice_id: str) -> EtagMismatch:
-    return EtagMismatch(f"voice {quote(voice_id)} has changed since that etag; read it again",
-                        metadata={"voiceId": voice_id})
+    return EtagMismatch(
+        f"voice {quote(voice_id)} has changed since that etag; read it again", metadata={"voiceId": voice_id}
+    )
 
 
 def _check(outcome: bytes, voice_id: str, name: str = "", holder: bytes | None = None) -> None:
@@ -167,11 +168,14 @@ def _check(outcome: bytes, voice_id: str, name: str = "", holder: bytes | None =
     if outcome == b"ETAG_MISMATCH":
         raise _etag_mismatch(voice_id)
     if outcome == b"NAME_TAKEN":
-        raise VoiceNameTaken(f"there is already a voice named {quote(name)}",
-                             metadata={"voiceId": holder.decode()} if holder else None)
+        raise VoiceNameTaken(
+            f"there is already a voice named {quote(name)}", metadata={"voiceId": holder.decode()} if holder else None
+        )
     if outcome == b"REQUEST_ID_REUSED":
-        raise RequestIdReused("this request_id was used before for a different voice; use a new id for "
-                              "each voice", [("request_id", "used before with different content")])
+        raise RequestIdReused(
+            "this request_id was used before for a different voice; use a new id for each voice",
+            [("request_id", "used before with different content")],
+        )
     if outcome == b"LIMIT_REACHED":
         raise VoiceLimitReached("the tenant has reached its maximum number of voices; delete some first")
     assert outcome == b"OK", outcome
@@ -241,8 +245,14 @@ class VoiceStore:
         return f"{self.tenant_prefix(tenant)}request:{request_id}"
 
     @_translate_redis_errors
-    async def create_voice(self, tenant: str, voice: voices_pb2.Voice, assets: registry_pb2.VoiceAssets,
-                           request_id: str = "", request_digest: bytes = b"") -> voices_pb2.Voice:
+    async def create_voice(
+        self,
+        tenant: str,
+        voice: voices_pb2.Voice,
+        assets: registry_pb2.VoiceAssets,
+        request_id: str = "",
+        request_digest: bytes = b"",
+    ) -> voices_pb2.Voice:
         """Save a new voice with its assets; returns it with its id, etag and times assigned.
 
         With a `request_id` (checked by the caller against REQUEST_ID_RE) the call is idempotent:
@@ -263,8 +273,10 @@ class VoiceStore:
             "name": saved.name,
             "reference_flac": assets.reference_flac,
             "reference_frames": assets.reference_frames.SerializeToString(),
-            **{EMBEDDING_PREFIX + model: embedding.SerializeToString()
-               for model, embedding in assets.speaker_embeddings.items()},
+            **{
+                EMBEDDING_PREFIX + model: embedding.SerializeToString()
+                for model, embedding in assets.speaker_embeddings.items()
+            },
         }
         keys = [self._voice_key(tenant, saved.voice_id), self._names_key(tenant), self._voices_key(tenant)]
         if request_id:
@@ -273,8 +285,15 @@ class VoiceStore:
         while True:
             outcome = await self._create(
                 keys=keys,
-                args=[saved.voice_id, saved.name, self.max_voices_per_tenant, request_digest, REQUEST_TTL_SECONDS,
-                      stale, *(item for pair in fields.items() for item in pair)],
+                args=[
+                    saved.voice_id,
+                    saved.name,
+                    self.max_voices_per_tenant,
+                    request_digest,
+                    REQUEST_TTL_SECONDS,
+                    stale,
+                    *(item for pair in fields.items() for item in pair),
+                ],
             )
             if outcome[0] != b"REPLAY":
                 _check(outcome[0], saved.voice_id, saved.name, *outcome[1:2])
@@ -285,8 +304,9 @@ class VoiceStore:
                 stale = outcome[1].decode()  # deleted since: the request id creates anew
 
     @_translate_redis_errors
-    async def get_voice(self, tenant: str, voice_id: str, *,
-                        include_assets: bool = False) -> tuple[voices_pb2.Voice, registry_pb2.VoiceAssets | None]:
+    async def get_voice(
+        self, tenant: str, voice_id: str, *, include_assets: bool = False
+    ) -> tuple[voices_pb2.Voice, registry_pb2.VoiceAssets | None]:
         """The voice, and its assets if asked for (None otherwise)."""
         key = self._voice_key(tenant, voice_id)
         if not include_assets:
@@ -307,8 +327,16 @@ class VoiceStore:
         return _from_json(record["meta"]), assets
 
     @_translate_redis_errors
-    async def list_voices(self, tenant: str, *, after: str, limit: int, batch: int, max_scanned: int,
-                          match: Callable[[voices_pb2.Voice], bool]) -> tuple[list[voices_pb2.Voice], str]:
+    async def list_voices(
+        self,
+        tenant: str,
+        *,
+        after: str,
+        limit: int,
+        batch: int,
+        max_scanned: int,
+        match: Callable[[voices_pb2.Voice], bool],
+    ) -> tuple[list[voices_pb2.Voice], str]:
         """Up to `limit` voices that `match`, in id order, from the first id after `after` ("" for
         the start), reading `batch` ids at a time and at most about `max_scanned` of them.
 
@@ -319,8 +347,9 @@ class VoiceStore:
         cursor, scanned = after, 0
         prefix = self.tenant_prefix(tenant)
         while True:
-            ids = await self.redis.zrange(self._voices_key(tenant), f"({cursor}" if cursor else "-", "+",
-                                          bylex=True, offset=0, num=batch)
+            ids = await self.redis.zrange(
+                self._voices_key(tenant), f"({cursor}" if cursor else "-", "+", bylex=True, offset=0, num=batch
+            )
             async with self.redis.pipeline(transaction=False) as pipe:
                 for voice_id in ids:
                     pipe.hget(f"{prefix}voice:{voice_id.decode()}", "meta")
@@ -341,8 +370,9 @@ class VoiceStore:
                 return voices, cursor
 
     @_translate_redis_errors
-    async def update_voice(self, tenant: str, voice_id: str, etag: str,
-                           changes: Mapping[str, object]) -> voices_pb2.Voice:
+    async def update_voice(
+        self, tenant: str, voice_id: str, etag: str, changes: Mapping[str, object]
+    ) -> voices_pb2.Voice:
         """Set metadata fields (name -> value; a list replaces a repeated field) if the voice is
         still at `etag`; returns the new version."""
         voice, _ = await self.get_voice(tenant, voice_id)
@@ -356,8 +386,10 @@ class VoiceStore:
         voice.etag = _new_etag()
         voice.update_time.CopyFrom(_now())
         # The script re-checks the etag: whatever changed since the read above makes it fail.
-        outcome = await self._update(keys=[self._voice_key(tenant, voice_id), self._names_key(tenant)],
-                                     args=[voice_id, etag, voice.name, _to_json(voice), voice.etag])
+        outcome = await self._update(
+            keys=[self._voice_key(tenant, voice_id), self._names_key(tenant)],
+            args=[voice_id, etag, voice.name, _to_json(voice), voice.etag],
+        )
         _check(outcome, voice_id, voice.name)
         return voice
 
@@ -371,19 +403,22 @@ class VoiceStore:
         _check(outcome, voice_id)
 
     @_translate_redis_errors
-    async def put_speaker_embedding(self, tenant: str, voice_id: str, model: str,
-                                    embedding: registry_pb2.SpeakerEmbedding) -> None:
+    async def put_speaker_embedding(
+        self, tenant: str, voice_id: str, model: str, embedding: registry_pb2.SpeakerEmbedding
+    ) -> None:
         """Store (or replace) `model`'s embedding of the voice. The etag does not change: it
         versions what UpdateVoice changes, and a cache filled on first use must not fail updates."""
-        outcome = await self._put_field(keys=[self._voice_key(tenant, voice_id)],
-                                        args=[EMBEDDING_PREFIX + model, embedding.SerializeToString()])
+        outcome = await self._put_field(
+            keys=[self._voice_key(tenant, voice_id)], args=[EMBEDDING_PREFIX + model, embedding.SerializeToString()]
+        )
         _check(outcome, voice_id)
 
     # ----- previews -----
 
     @_translate_redis_errors
-    async def save_preview(self, tenant: str, preview: registry_pb2.Preview,
-                           ttl_seconds: int) -> tuple[str, timestamp_pb2.Timestamp]:
+    async def save_preview(
+        self, tenant: str, preview: registry_pb2.Preview, ttl_seconds: int
+    ) -> tuple[str, timestamp_pb2.Timestamp]:
         """Keep `preview` for `ttl_seconds`; returns (its id, when it expires)."""
         preview_id = secrets.token_urlsafe(24)
         expire_time = timestamp_pb2.Timestamp()

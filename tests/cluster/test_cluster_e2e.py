@@ -16,10 +16,10 @@ import pytest
 import pytest_asyncio
 
 from deploy.local import LocalCluster
+from models.tts import Qwen3TTS
 from qwentts.codec.v1 import codec_pb2, codec_pb2_grpc
 from qwentts.generator.v1 import generator_pb2, generator_pb2_grpc
 from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
-from models.tts import Qwen3TTS
 from shared.errors import DOMAIN, error_details
 from tools.random_checkpoints import write_checkpoint
 
@@ -33,14 +33,15 @@ OPTIONS = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    env = {"GATEWAY_MAX_TEXT_CHARS": str(MAX_TEXT_CHARS), "GENERATOR_MAX_ACTIVE": "16",
-           "GENERATOR_MAX_QUEUED": "16"}
+    env = {"GATEWAY_MAX_TEXT_CHARS": str(MAX_TEXT_CHARS), "GENERATOR_MAX_ACTIVE": "16", "GENERATOR_MAX_QUEUED": "16"}
     # A 0.6B-sized CustomVoice model: it does not follow style instructions.
-    custom_voice = write_checkpoint(tmp_path_factory.mktemp("models") / "tiny-cv-0.6b", "custom_voice", "tiny",
-                                    seed=0, model_size="0.6b")
+    custom_voice = write_checkpoint(
+        tmp_path_factory.mktemp("models") / "tiny-cv-0.6b", "custom_voice", "tiny", seed=0, model_size="0.6b"
+    )
     models = {"base": None, "custom_voice": custom_voice, "voice_design": None}
-    with LocalCluster(ports="free", run_dir=tmp_path_factory.mktemp("cluster"), extra_env=env,
-                      models=models) as running:
+    with LocalCluster(
+        ports="free", run_dir=tmp_path_factory.mktemp("cluster"), extra_env=env, models=models
+    ) as running:
         yield running
 
 
@@ -50,8 +51,14 @@ def offline(cluster):
     tts = Qwen3TTS.from_pretrained(cluster.models["custom_voice"])
 
     def synthesize(text: str, non_streaming: bool, speaker: str = "vivian") -> np.ndarray:
-        [utterance] = tts.generate([text], speaker=speaker, non_streaming=non_streaming, do_sample=False,
-                                   subtalker_do_sample=False, max_new_tokens=FRAMES + 1)
+        [utterance] = tts.generate(
+            [text],
+            speaker=speaker,
+            non_streaming=non_streaming,
+            do_sample=False,
+            subtalker_do_sample=False,
+            max_new_tokens=FRAMES + 1,
+        )
         assert len(utterance.codes) == FRAMES
         return utterance.audio
 
@@ -66,8 +73,7 @@ async def gateway(cluster):
 
 def config(speaker="Vivian", fmt=F32, **fields) -> tts_pb2.SynthesisConfig:
     fields = {"max_audio_seconds": FRAMES / 12.5, "sampling": GREEDY, "predictor_sampling": GREEDY, **fields}
-    return tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker=speaker), output_format=fmt,
-                                   **fields)
+    return tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker=speaker), output_format=fmt, **fields)
 
 
 def f32(data: bytes) -> np.ndarray:
@@ -109,8 +115,9 @@ async def test_unary_equals_offline(gateway, offline):
 async def test_server_streaming_equals_offline_with_a_small_first_chunk(gateway, offline):
     text = "Streaming, one chunk at a time."
     chunks, summary = [], None
-    async for message in gateway.StreamSynthesize(tts_pb2.StreamSynthesizeRequest(config=config(), text=text),
-                                                  timeout=120):
+    async for message in gateway.StreamSynthesize(
+        tts_pb2.StreamSynthesizeRequest(config=config(), text=text), timeout=120
+    ):
         if message.HasField("audio"):
             chunks.append(message.audio)
         elif message.HasField("summary"):
@@ -153,22 +160,25 @@ async def test_bidirectional_audio_starts_before_the_text_ends(gateway, offline)
             summary = message.summary
     assert sent == pieces
     assert [c.sequence for c in chunks] == list(range(len(chunks)))
-    np.testing.assert_allclose(f32(b"".join(c.audio for c in chunks)),
-                               offline("".join(pieces), non_streaming=False), atol=1e-4)
+    np.testing.assert_allclose(
+        f32(b"".join(c.audio for c in chunks)), offline("".join(pieces), non_streaming=False), atol=1e-4
+    )
     consumed = [p.characters_consumed for p in progress]
     assert consumed == sorted(consumed) and consumed[-1] <= len("".join(pieces))
     assert summary.usage.input_characters == len("".join(pieces))
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("encoding, rate, bytes_per_sample", [
-    (audio_pb2.AUDIO_ENCODING_PCM16, 16000, 2),
-    (audio_pb2.AUDIO_ENCODING_MULAW, 8000, 1),
-])
+@pytest.mark.parametrize(
+    "encoding, rate, bytes_per_sample",
+    [
+        (audio_pb2.AUDIO_ENCODING_PCM16, 16000, 2),
+        (audio_pb2.AUDIO_ENCODING_MULAW, 8000, 1),
+    ],
+)
 async def test_output_encoding_and_rate(gateway, encoding, rate, bytes_per_sample):
     fmt = audio_pb2.AudioFormat(encoding=encoding, sample_rate_hz=rate)
-    reply = await gateway.Synthesize(tts_pb2.SynthesizeRequest(config=config(fmt=fmt), text="Resampled."),
-                                     timeout=120)
+    reply = await gateway.Synthesize(tts_pb2.SynthesizeRequest(config=config(fmt=fmt), text="Resampled."), timeout=120)
     seconds = FRAMES * 0.08
     assert abs(len(reply.audio) / bytes_per_sample - seconds * rate) <= 1
     assert reply.summary.output_format.sample_rate_hz == rate
@@ -182,8 +192,7 @@ async def test_wav_and_flac_files(gateway):
 
     for encoding in (audio_pb2.AUDIO_ENCODING_WAV, audio_pb2.AUDIO_ENCODING_FLAC):
         fmt = audio_pb2.AudioFormat(encoding=encoding)
-        reply = await gateway.Synthesize(tts_pb2.SynthesizeRequest(config=config(fmt=fmt), text="A file."),
-                                         timeout=120)
+        reply = await gateway.Synthesize(tts_pb2.SynthesizeRequest(config=config(fmt=fmt), text="A file."), timeout=120)
         audio, rate = soundfile.read(io.BytesIO(reply.audio))
         assert (rate, len(audio)) == (24000, FRAMES * SAMPLES_PER_FRAME)
 
@@ -287,21 +296,41 @@ async def test_bad_inputs(cluster, gateway):
         (unary(gateway, text=""), INVALID, "EMPTY_TEXT", "text"),
         (unary(gateway, text="a" * (MAX_TEXT_CHARS + 1)), INVALID, "TEXT_TOO_LONG", "text"),
         (unary(gateway, config={"speaker": "nobody"}), INVALID, "UNKNOWN_SPEAKER", "config.voice.preset_speaker"),
-        (lambda: gateway.Synthesize(tts_pb2.SynthesizeRequest(
-            config=tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(voice_id="v-123")), text="Hi."), timeout=60),
-         grpc.StatusCode.NOT_FOUND, "VOICE_NOT_FOUND", None),
+        (
+            lambda: gateway.Synthesize(
+                tts_pb2.SynthesizeRequest(
+                    config=tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(voice_id="v-123")), text="Hi."
+                ),
+                timeout=60,
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "VOICE_NOT_FOUND",
+            None,
+        ),
         (unary(gateway, language="klingon"), INVALID, "UNSUPPORTED_LANGUAGE", "config.language"),
-        (unary(gateway, config={"sampling": tts_pb2.SamplingOptions(top_p=0)}), INVALID, "INVALID_CONFIG",
-         "config.sampling.top_p"),
+        (
+            unary(gateway, config={"sampling": tts_pb2.SamplingOptions(top_p=0)}),
+            INVALID,
+            "INVALID_CONFIG",
+            "config.sampling.top_p",
+        ),
         (unary(gateway, instruct="whisper"), INVALID, "INSTRUCT_NOT_SUPPORTED", "config.instruct"),
-        (unary(gateway, config={"fmt": audio_pb2.AudioFormat(sample_rate_hz=1000)}), INVALID, "INVALID_CONFIG",
-         "config.output_format.sample_rate_hz"),
+        (
+            unary(gateway, config={"fmt": audio_pb2.AudioFormat(sample_rate_hz=1000)}),
+            INVALID,
+            "INVALID_CONFIG",
+            "config.output_format.sample_rate_hz",
+        ),
         (bidi(gateway, text), INVALID, "CONFIG_REQUIRED", "config"),
         (bidi(gateway), INVALID, "CONFIG_REQUIRED", "config"),
         (bidi(gateway, cfg, text, cfg), INVALID, "CONFIG_ALREADY_SENT", "config"),
         (bidi(gateway, cfg), INVALID, "EMPTY_TEXT", "input.text"),
-        (bidi(gateway, cfg, *[tts_pb2.StreamingSynthesizeRequest(input=tts_pb2.TextInput(text="x" * 150))] * 2),
-         INVALID, "TEXT_TOO_LONG", "input.text"),
+        (
+            bidi(gateway, cfg, *[tts_pb2.StreamingSynthesizeRequest(input=tts_pb2.TextInput(text="x" * 150))] * 2),
+            INVALID,
+            "TEXT_TOO_LONG",
+            "input.text",
+        ),
     ]
     for call, code, reason, field in cases:
         await expect_error(call, code, reason, field)
@@ -332,9 +361,11 @@ ENGINE_KILLERS = [
 
 
 def voice_of(kind: str) -> tts_pb2.VoiceSelection:
-    return {"custom_voice": tts_pb2.VoiceSelection(preset_speaker="Vivian"),
-            "voice_design": tts_pb2.VoiceSelection(design_description="A calm voice."),
-            "base": tts_pb2.VoiceSelection(voice_id="0" * 28)}[kind]
+    return {
+        "custom_voice": tts_pb2.VoiceSelection(preset_speaker="Vivian"),
+        "voice_design": tts_pb2.VoiceSelection(design_description="A calm voice."),
+        "base": tts_pb2.VoiceSelection(voice_id="0" * 28),
+    }[kind]
 
 
 @pytest.mark.asyncio
@@ -343,8 +374,12 @@ async def test_sampling_values_that_would_break_the_engine_are_refused(cluster, 
     for kind, name, value in ENGINE_KILLERS:
         cfg = config(sampling=tts_pb2.SamplingOptions(**{name: value}))
         cfg.voice.CopyFrom(voice_of(kind))
-        await expect_error(lambda: gateway.Synthesize(tts_pb2.SynthesizeRequest(config=cfg, text="Hi."), timeout=60),
-                           INVALID, "INVALID_CONFIG", f"config.sampling.{name}")
+        await expect_error(
+            lambda: gateway.Synthesize(tts_pb2.SynthesizeRequest(config=cfg, text="Hi."), timeout=60),
+            INVALID,
+            "INVALID_CONFIG",
+            f"config.sampling.{name}",
+        )
         # The generator checks them too: it is reachable on its own inside the cluster.
         async with grpc.aio.insecure_channel(cluster.generator_addresses[kind]) as channel:
             stub = generator_pb2_grpc.GeneratorServiceStub(channel)
@@ -367,11 +402,16 @@ async def test_unbounded_prompts_are_refused_before_model_work(cluster, gateway)
     await expect_error(unary(gateway, instruct=huge), INVALID, "INVALID_CONFIG", "config.instruct")
     design = config()
     design.voice.CopyFrom(tts_pb2.VoiceSelection(design_description=huge))
-    await expect_error(lambda: gateway.Synthesize(tts_pb2.SynthesizeRequest(config=design, text="Hi."), timeout=60),
-                       INVALID, "INVALID_CONFIG", "config.voice.design_description")
+    await expect_error(
+        lambda: gateway.Synthesize(tts_pb2.SynthesizeRequest(config=design, text="Hi."), timeout=60),
+        INVALID,
+        "INVALID_CONFIG",
+        "config.voice.design_description",
+    )
     # A 10k-character id is refused as such: not echoed, no overflowing trailers.
-    error = await expect_error(unary(gateway, config={"speaker": "v" * 10_000}), INVALID, "INVALID_CONFIG",
-                               "config.voice.preset_speaker")
+    error = await expect_error(
+        unary(gateway, config={"speaker": "v" * 10_000}), INVALID, "INVALID_CONFIG", "config.voice.preset_speaker"
+    )
     assert len(error.details()) < 500
     error = await expect_error(unary(gateway, config={"speaker": "n" * 100}), INVALID, "UNKNOWN_SPEAKER")
     assert "n" * 65 not in error.details()  # an echo is a short prefix
@@ -409,8 +449,12 @@ async def test_control_token_strings_are_spoken(gateway, offline):
 async def test_codec_refuses_undecodable_audio(cluster):
     async with grpc.aio.insecure_channel(cluster.codec_address) as channel:
         codec = codec_pb2_grpc.CodecServiceStub(channel)
-        await expect_error(lambda: codec.Encode(codec_pb2.EncodeRequest(content=b"RIFF not really a wav"), timeout=60),
-                           INVALID, "AUDIO_UNDECODABLE", "content")
+        await expect_error(
+            lambda: codec.Encode(codec_pb2.EncodeRequest(content=b"RIFF not really a wav"), timeout=60),
+            INVALID,
+            "AUDIO_UNDECODABLE",
+            "content",
+        )
         info = await codec.DescribeCodec(codec_pb2.DescribeCodecRequest(), timeout=60)
         assert info.samples_per_frame == SAMPLES_PER_FRAME
 

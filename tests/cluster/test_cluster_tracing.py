@@ -14,19 +14,26 @@ from qwentts.v1 import tts_pb2, tts_pb2_grpc
 
 def test_one_synthesis_is_one_trace_across_services(receiver, tmp_path):
     servicer, port = receiver
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "200",
-           "OTEL_METRIC_EXPORT_INTERVAL": "300"}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_METRIC_EXPORT_INTERVAL": "300",
+    }
     with LocalCluster(ports="free", run_dir=tmp_path, extra_env=env, models={"custom_voice": None}) as cluster:
         with grpc.insecure_channel(cluster.gateway_address) as channel:
             stub = tts_pb2_grpc.TextToSpeechServiceStub(channel)
-            config = tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"),
-                                             max_audio_seconds=0.4)
+            config = tts_pb2.SynthesisConfig(
+                voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), max_audio_seconds=0.4
+            )
             request = tts_pb2.StreamSynthesizeRequest(config=config, text="Traced.")
             assert any(m.HasField("summary") for m in stub.StreamSynthesize(request, timeout=120))
 
         def request_trace():
-            gateway = [s for s in servicer.snapshot()
-                       if s[0] == "gateway" and s[1].endswith("TextToSpeechService/StreamSynthesize")]
+            gateway = [
+                s
+                for s in servicer.snapshot()
+                if s[0] == "gateway" and s[1].endswith("TextToSpeechService/StreamSynthesize")
+            ]
             if not gateway:
                 return None
             trace_id = gateway[0][2]
@@ -46,9 +53,12 @@ def test_one_synthesis_is_one_trace_across_services(receiver, tmp_path):
             time.sleep(0.1)
         assert spans is not None and expected <= spans, spans
 
-        autoscaling = {("generator", "qwentts.generator.active_streams"),
-                       ("generator", "qwentts.generator.queued_streams"),
-                       ("generator", "qwentts.generator.frames"), ("codec", "qwentts.codec.open_streams")}
+        autoscaling = {
+            ("generator", "qwentts.generator.active_streams"),
+            ("generator", "qwentts.generator.queued_streams"),
+            ("generator", "qwentts.generator.frames"),
+            ("codec", "qwentts.codec.open_streams"),
+        }
         for _ in range(100):  # metrics are exported every 300 ms
             if autoscaling <= servicer.metrics.names:
                 break

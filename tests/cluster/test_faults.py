@@ -29,24 +29,36 @@ STREAMS = 6  # synthesis streams in flight at each fault
 STREAM_SECONDS = 20.0  # long enough to still be running when the process dies
 RECOVERY_BOUND_SECONDS = 5.0
 # The test client reconnects as fast as the gateway does (shared/client.py).
-CLIENT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000),
-                  ("grpc.max_receive_message_length", 16 << 20)]
+CLIENT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_receive_message_length", 16 << 20),
+]
 # Each fault, and what the probe after it needs: synthesis goes through codec and generator, the
 # catalogue through registry and Redis.
-FAULTS = {"codec": "synthesis", "generator-custom_voice": "synthesis", "registry": "catalogue",
-          "redis": "catalogue", "gateway": "synthesis"}
+FAULTS = {
+    "codec": "synthesis",
+    "generator-custom_voice": "synthesis",
+    "registry": "catalogue",
+    "redis": "catalogue",
+    "gateway": "synthesis",
+}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with LocalCluster(ports="free", run_dir=tmp_path_factory.mktemp("faults"),
-                      models={"base": None, "custom_voice": None}) as running:
+    with LocalCluster(
+        ports="free", run_dir=tmp_path_factory.mktemp("faults"), models={"base": None, "custom_voice": None}
+    ) as running:
         yield running
 
 
 def synthesis_config(seconds: float) -> tts_pb2.SynthesisConfig:
-    return tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), max_audio_seconds=seconds,
-                                   output_format=audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM16))
+    return tts_pb2.SynthesisConfig(
+        voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"),
+        max_audio_seconds=seconds,
+        output_format=audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM16),
+    )
 
 
 def outcome(error: grpc.aio.AioRpcError | None) -> str:
@@ -68,8 +80,9 @@ class Load:
         self._creates = 0
 
     async def stream(self, tts) -> str:
-        request = tts_pb2.StreamSynthesizeRequest(config=synthesis_config(STREAM_SECONDS),
-                                                  text="A long sentence that keeps the stream busy.")
+        request = tts_pb2.StreamSynthesizeRequest(
+            config=synthesis_config(STREAM_SECONDS), text="A long sentence that keeps the stream busy."
+        )
         try:
             async for message in tts.StreamSynthesize(request, timeout=120):
                 if message.HasField("audio"):
@@ -82,8 +95,9 @@ class Load:
         self._creates += 1
         name = f"{fault} voice {self._creates}"
         request_id = f"{fault}-{self._creates}".replace("_", "-")
-        request = voices_pb2.CreateVoiceRequest(name=name, reference_audio=audio_pb2.AudioInput(content=self.wav),
-                                                request_id=request_id)
+        request = voices_pb2.CreateVoiceRequest(
+            name=name, reference_audio=audio_pb2.AudioInput(content=self.wav), request_id=request_id
+        )
         try:
             reply = await voices.CreateVoice(request, timeout=60)
         except grpc.aio.AioRpcError as error:
@@ -105,8 +119,9 @@ async def recovery_seconds(cluster: LocalCluster, needs: str) -> float:
         while time.monotonic() - start < 60:
             try:
                 if needs == "synthesis":
-                    await tts.Synthesize(tts_pb2.SynthesizeRequest(config=synthesis_config(0.16), text="Up?"),
-                                         timeout=10)
+                    await tts.Synthesize(
+                        tts_pb2.SynthesizeRequest(config=synthesis_config(0.16), text="Up?"), timeout=10
+                    )
                 else:
                     await voices.ListVoices(voices_pb2.ListVoicesRequest(), timeout=10)
                 return time.monotonic() - start
@@ -146,8 +161,9 @@ async def test_sigkill_of_every_service_under_load(cluster, capsys):
         voices = voices_pb2_grpc.VoiceCatalogServiceStub(channel)
         retried = dict(load.failed_creates)
         for request_id, (name, _) in retried.items():
-            request = voices_pb2.CreateVoiceRequest(name=name, request_id=request_id,
-                                                    reference_audio=audio_pb2.AudioInput(content=load.wav))
+            request = voices_pb2.CreateVoiceRequest(
+                name=name, request_id=request_id, reference_audio=audio_pb2.AudioInput(content=load.wav)
+            )
             load.created[request_id] = (await voices.CreateVoice(request, timeout=60)).voice.voice_id
         listed = []
         request = voices_pb2.ListVoicesRequest(page_size=100, kind=voices_pb2.VOICE_KIND_CLONED)
@@ -165,8 +181,10 @@ async def test_sigkill_of_every_service_under_load(cluster, capsys):
         counts = ", ".join(f"{ended.count(o)} {o}" for o in sorted(set(ended)))
         lines.append(f"{fault:26} {counts:44} {recovery:.2f} s")
     failures = sorted({o for _, o in retried.values()})
-    lines.append(f"voice creates acknowledged: {len(load.created) - len(retried)}; failed during faults: "
-                 f"{len(retried)} ({', '.join(failures) or '-'}), each retried with its request_id")
+    lines.append(
+        f"voice creates acknowledged: {len(load.created) - len(retried)}; failed during faults: "
+        f"{len(retried)} ({', '.join(failures) or '-'}), each retried with its request_id"
+    )
     lines.append(f"voices lost: {len(lost)}; voices created twice: {duplicates}")
     report = "\n".join(lines)
     (cluster.run_dir / "faults.txt").write_text(report + "\n")

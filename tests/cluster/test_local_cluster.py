@@ -31,9 +31,14 @@ def cluster(tmp_path_factory):
 
 
 def cli(cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qwentts_cli", *args, "--address", cluster.gateway_address,
-                           "--timeout", "120"],
-                          input=stdin, capture_output=True, text=True, cwd=REPO_ROOT, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "qwentts_cli", *args, "--address", cluster.gateway_address, "--timeout", "120"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=180,
+    )
 
 
 def alive(pid: int) -> bool:
@@ -77,8 +82,9 @@ def test_node_client_streams_bidirectionally(cluster):
         pytest.fail("node and npm must be on PATH to test the Node.js client (clients/node): install Node.js 18+")
     if not (NODE_DIR / "node_modules").is_dir():
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=600)
-    done = subprocess.run([node, "bidi.mjs", cluster.gateway_address], cwd=NODE_DIR, capture_output=True,
-                          text=True, timeout=180)
+    done = subprocess.run(
+        [node, "bidi.mjs", cluster.gateway_address], cwd=NODE_DIR, capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["chunks"] > 0
@@ -92,8 +98,22 @@ def test_node_client_streams_bidirectionally(cluster):
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 def test_cli_synthesize_writes_a_wav_file(cluster, tmp_path, stream):
     out = tmp_path / "hello.wav"
-    done = cli(cluster, "synthesize", "--text", "Hello there.", "--out", str(out), "--speaker", "vivian",
-               "--greedy", "--max-seconds", "1", "--sample-rate", "16000", *(["--stream"] if stream else []))
+    done = cli(
+        cluster,
+        "synthesize",
+        "--text",
+        "Hello there.",
+        "--out",
+        str(out),
+        "--speaker",
+        "vivian",
+        "--greedy",
+        "--max-seconds",
+        "1",
+        "--sample-rate",
+        "16000",
+        *(["--stream"] if stream else []),
+    )
     assert done.returncode == 0, done.stderr
     audio, rate = soundfile.read(out)
     assert rate == 16000
@@ -120,8 +140,18 @@ def test_cli_models_lists_the_three_models(cluster):
 
 def test_cli_stream_stdin_speaks_each_line(cluster, tmp_path):
     out = tmp_path / "talk.pcm"
-    done = cli(cluster, "stream-stdin", "--speaker", "vivian", "--greedy", "--max-seconds", "2", "--out", str(out),
-               stdin="Hello there.\nThis is the second line.\nAnd the third one.\n")
+    done = cli(
+        cluster,
+        "stream-stdin",
+        "--speaker",
+        "vivian",
+        "--greedy",
+        "--max-seconds",
+        "2",
+        "--out",
+        str(out),
+        stdin="Hello there.\nThis is the second line.\nAnd the third one.\n",
+    )
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 0
     assert out.stat().st_size % 2 == 0

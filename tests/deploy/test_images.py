@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from deploy import check_images
-from deploy.check_images import DOCKERFILE, REPO_ROOT, TARGETS, check, chain, copy_sources, parse
+from deploy.check_images import DOCKERFILE, REPO_ROOT, TARGETS, chain, check, copy_sources, parse
 
 ORIGINAL = DOCKERFILE.read_text()
 
 
 def test_real_dockerfile_passes_hadolint_and_checks():
-    result = subprocess.run([sys.executable, "-m", "deploy.check_images"], cwd=REPO_ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.check_images"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hadolint clean" in result.stdout
 
@@ -35,8 +36,11 @@ def broken(tmp_path: Path, old: str, new: str) -> list[str]:
 
 
 def test_target_running_as_root_is_caught(tmp_path):
-    problems = broken(tmp_path, 'USER 10001:10001\nENTRYPOINT ["python", "-m", "services.registry"]',
-                      'USER root\nENTRYPOINT ["python", "-m", "services.registry"]')
+    problems = broken(
+        tmp_path,
+        'USER 10001:10001\nENTRYPOINT ["python", "-m", "services.registry"]',
+        'USER root\nENTRYPOINT ["python", "-m", "services.registry"]',
+    )
     assert len(problems) == 1 and "target registry runs as root (USER root)" in problems[0]
 
 
@@ -47,16 +51,22 @@ def test_target_without_user_is_caught(tmp_path):
 
 
 def test_non_numeric_user_is_caught(tmp_path):
-    problems = broken(tmp_path, 'USER 10001:10001\nENTRYPOINT ["python", "-m", "services.gateway"]',
-                      'USER qwentts\nENTRYPOINT ["python", "-m", "services.gateway"]')
+    problems = broken(
+        tmp_path,
+        'USER 10001:10001\nENTRYPOINT ["python", "-m", "services.gateway"]',
+        'USER qwentts\nENTRYPOINT ["python", "-m", "services.gateway"]',
+    )
     assert len(problems) == 1 and "USER qwentts is not numeric" in problems[0]
 
 
-@pytest.mark.parametrize("image, why", [
-    ("python", "has no tag"),
-    ("python:latest", "the tag 'latest' moves"),
-    ("python:3.11-slim", "the tag '3.11-slim' moves"),
-])
+@pytest.mark.parametrize(
+    "image, why",
+    [
+        ("python", "has no tag"),
+        ("python:latest", "the tag 'latest' moves"),
+        ("python:3.11-slim", "the tag '3.11-slim' moves"),
+    ],
+)
 def test_unpinned_from_is_caught(tmp_path, image, why):
     problems = broken(tmp_path, "FROM python:3.11.14-slim-bookworm AS base", f"FROM {image} AS base")
     assert len(problems) == 1 and f"FROM {image} is not pinned" in problems[0] and why in problems[0]
@@ -69,8 +79,11 @@ def test_digest_pinned_from_passes(tmp_path):
 
 
 def test_copy_of_missing_path_is_caught(tmp_path):
-    problems = broken(tmp_path, "COPY services/codec/ /app/services/codec/\nENV CODEC_HOST",
-                      "COPY services/codecs/ /app/services/codec/\nENV CODEC_HOST")
+    problems = broken(
+        tmp_path,
+        "COPY services/codec/ /app/services/codec/\nENV CODEC_HOST",
+        "COPY services/codecs/ /app/services/codec/\nENV CODEC_HOST",
+    )
     assert len(problems) == 1
     assert "COPY services/codecs/: source path does not exist in the repository" in problems[0]
 
@@ -89,8 +102,10 @@ def test_copy_of_what_images_must_not_hold_is_caught(tmp_path, source):
 def test_wrong_expose_is_caught(tmp_path):
     problems = broken(tmp_path, "EXPOSE 50053", "EXPOSE 50054")
     assert len(problems) == 1
-    assert "target generator: EXPOSE 50054 but services/generator/service.py defaults " \
-           "GENERATOR_PORT to 50053" in problems[0]
+    assert (
+        "target generator: EXPOSE 50054 but services/generator/service.py defaults "
+        "GENERATOR_PORT to 50053" in problems[0]
+    )
 
 
 def test_missing_target_is_caught(tmp_path):
@@ -99,8 +114,9 @@ def test_missing_target_is_caught(tmp_path):
 
 
 def test_wrong_entrypoint_is_caught(tmp_path):
-    problems = broken(tmp_path, 'ENTRYPOINT ["python", "-m", "services.codec"]',
-                      'ENTRYPOINT ["python", "-m", "services.generator"]')
+    problems = broken(
+        tmp_path, 'ENTRYPOINT ["python", "-m", "services.codec"]', 'ENTRYPOINT ["python", "-m", "services.generator"]'
+    )
     assert len(problems) == 1 and "target codec: ENTRYPOINT is" in problems[0]
 
 
@@ -117,16 +133,21 @@ def test_torch_pin_differing_from_pyproject_is_caught(tmp_path):
 def test_cli_exits_non_zero_with_the_problem(tmp_path):
     path = tmp_path / "Dockerfile"
     path.write_text(ORIGINAL.replace("EXPOSE 50051", "EXPOSE 8080"))
-    result = subprocess.run([sys.executable, "-m", "deploy.check_images", "--dockerfile", str(path),
-                             "--no-hadolint"], cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.check_images", "--dockerfile", str(path), "--no-hadolint"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert "EXPOSE 8080 but services/gateway/service.py defaults GATEWAY_PORT to 50051" in result.stderr
 
 
 def test_hadolint_findings_fail_the_check(tmp_path):
     path = tmp_path / "Dockerfile"
-    path.write_text(ORIGINAL.replace("FROM base AS venv-service\n",
-                                     "FROM base AS venv-service\nRUN pip install grpcio\n"))
+    path.write_text(
+        ORIGINAL.replace("FROM base AS venv-service\n", "FROM base AS venv-service\nRUN pip install grpcio\n")
+    )
     problems = check(path, REPO_ROOT)
     assert any("hadolint:" in p and "DL3013" in p for p in problems), problems
 
@@ -156,8 +177,7 @@ def image_tree(target: str, dest: Path) -> Path:
             for source in sources:
                 src, out = REPO_ROOT / source, dest / to.lstrip("/")
                 if src.is_dir():  # COPY dir/ /to/: the directory's contents
-                    shutil.copytree(src, out, dirs_exist_ok=True,
-                                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                    shutil.copytree(src, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
                 else:  # COPY file /to/ (into the directory) or /to/name
                     out = out / src.name if to.endswith("/") else out
                     out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,10 +195,12 @@ def import_in_image(target: str, tmp_path: Path, blocked: set[str]) -> subproces
         f"import importlib\nimportlib.import_module('services.{service}.__main__')\n"
         "import shared, services, qwentts\n"
         "paths = shared.__path__ + services.__path__ + qwentts.__path__\n"
-        f"assert all(p.startswith({str(app)!r}) for p in paths), paths\n")
+        f"assert all(p.startswith({str(app)!r}) for p in paths), paths\n"
+    )
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join([str(app), str(app / "gen/python"), *site])}
-    return subprocess.run([sys.executable, "-S", "-c", code], cwd=app, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=app, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("target", ["generator-cpu", "codec-cpu"])
@@ -193,4 +215,5 @@ def test_gateway_and_registry_import_without_torch(tmp_path, target):
     result = import_in_image(target, tmp_path, blocked=check_images.MODEL_ONLY | NOT_IN_IMAGES)
     assert result.returncode == 0, (
         f"services.{TARGETS[target]} does not import without torch, so its image would not start:\n"
-        + result.stderr[-3000:])
+        + result.stderr[-3000:]
+    )

@@ -39,8 +39,16 @@ DEPLOYMENTS = {
 # Where the dev overlay deliberately differs from `make run`'s values (docs/deploy.md): listen on
 # every interface, drain before stopping, a grace long enough for streams, export telemetry to
 # the collector, and let the gateway wait for generators that load for minutes.
-INTENTIONAL = {"GATEWAY_HOST", "GENERATOR_HOST", "CODEC_HOST", "REGISTRY_HOST", "GRPC_DRAIN_SECONDS",
-               "GRPC_GRACE_SECONDS", "OTEL_EXPORTER_OTLP_ENDPOINT", "GATEWAY_DISCOVERY_TIMEOUT_SECONDS"}
+INTENTIONAL = {
+    "GATEWAY_HOST",
+    "GENERATOR_HOST",
+    "CODEC_HOST",
+    "REGISTRY_HOST",
+    "GRPC_DRAIN_SECONDS",
+    "GRPC_GRACE_SECONDS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "GATEWAY_DISCOVERY_TIMEOUT_SECONDS",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -96,8 +104,12 @@ def test_the_command_fails_on_any_problem(monkeypatch, capsys):
 
 
 def test_validate_rejects_kinds_without_a_schema(rendered):
-    monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "collector"},
-               "spec": {"endpoints": [{"port": "metrics"}], "selector": {}}}
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "collector"},
+        "spec": {"endpoints": [{"port": "metrics"}], "selector": {}},
+    }
     [problem] = k8s.validate([*rendered["metrics-adapter"], monitor])
     assert "Couldn't find schema for kind ServiceMonitor" in problem
 
@@ -131,7 +143,9 @@ def test_prod_gpu_puts_models_on_gpus_and_autoscales(rendered):
     for name in ("generator-base", "generator-custom-voice", "generator-voice-design"):
         [metric] = hpas[name]["metrics"]
         assert metric["pods"]["metric"]["name"] == "qwentts_generator_active_streams"
-        assert float(metric["pods"]["target"]["averageValue"]) < GeneratorConfig.__dataclass_fields__["max_active"].default
+        assert (
+            float(metric["pods"]["target"]["averageValue"]) < GeneratorConfig.__dataclass_fields__["max_active"].default
+        )
 
 
 # ----- the dev overlay is `make run` in Kubernetes -----
@@ -164,16 +178,21 @@ def test_dev_sets_every_variable_make_run_sets(rendered, make_run):
         c = container(find(rendered["dev"], "Deployment", deployment))
         assert argv[-1] == f"services.{c['name']}"
         # deploy/local.py gives every service GRPC_GRACE_SECONDS (DEFAULT_GRACE_SECONDS) too.
-        missing = ({*env, "GRPC_GRACE_SECONDS"} - set(env_of(c)))
+        missing = {*env, "GRPC_GRACE_SECONDS"} - set(env_of(c))
         assert not missing, f"{deployment} lacks {sorted(missing)}"
 
 
 def test_dev_ports_are_make_run_ports_and_config_defaults(rendered, make_run):
     ports = local.DEFAULT_PORTS
     dev = rendered["dev"]
-    expected = {"gateway": ports["gateway"], "codec": ports["codec"], "registry": ports["registry"],
-                "generator-base": ports["base"], "generator-custom-voice": ports["base"],
-                "generator-voice-design": ports["base"]}
+    expected = {
+        "gateway": ports["gateway"],
+        "codec": ports["codec"],
+        "registry": ports["registry"],
+        "generator-base": ports["base"],
+        "generator-custom-voice": ports["base"],
+        "generator-voice-design": ports["base"],
+    }
     for deployment, port in expected.items():
         c = container(find(dev, "Deployment", deployment))
         cls = CONFIGS[c["name"]]
@@ -185,7 +204,10 @@ def test_dev_ports_are_make_run_ports_and_config_defaults(rendered, make_run):
     # Locally the pools need distinct ports because they share one host; each pool's own pods here.
     _, cluster = make_run
     assert sorted(int(a.rsplit(":", 1)[1]) for a in cluster.generator_addresses.values()) == [
-        ports["base"], ports["custom_voice"], ports["voice_design"]]
+        ports["base"],
+        ports["custom_voice"],
+        ports["voice_design"],
+    ]
 
 
 def test_dev_addresses_and_models_match_make_run(rendered, make_run, tmp_path):
@@ -200,7 +222,8 @@ def test_dev_addresses_and_models_match_make_run(rendered, make_run, tmp_path):
     addresses = read_routes(tmp_path / "routes.toml")
     assert len(addresses) == len(read_routes(cluster.routes_file)) == 3
     assert sorted(k8s._service_host_port(a) for a in addresses) == [
-        (f"generator-{pool}", local.DEFAULT_PORTS["base"]) for pool in ("base", "custom-voice", "voice-design")]
+        (f"generator-{pool}", local.DEFAULT_PORTS["base"]) for pool in ("base", "custom-voice", "voice-design")
+    ]
     # The same tiny checkpoints, so the same model names as `make run`.
     for kind, path in cluster.models.items():
         c = container(find(dev, "Deployment", DEPLOYMENTS[f"generator-{kind}"]))
@@ -225,24 +248,49 @@ def test_dev_otherwise_keeps_the_config_defaults(rendered, make_run):
         for var, field in specs.items():
             if var in INTENTIONAL or var in local_env:
                 continue
-            assert getattr(dev_config, field.name) == getattr(default_config, field.name), \
+            assert getattr(dev_config, field.name) == getattr(default_config, field.name), (
                 f"{deployment}: {var} differs from `make run`"
+            )
 
 
 # ----- broken manifests -----
 
 
-@pytest.mark.parametrize("case, stage, expected", [
-    ("probe-port-removed", "validate", ["deployment/gateway", "readinessProbe.grpc: 'port' is a required property"]),
-    ("probe-port-mismatch", "check", ["Deployment/codec container codec: livenessProbe port 50099 is not a containerPort"]),
-    ("container-port-typo", "validate", ["deployment/gateway", "containers.0.ports.0: 'containerPort' is a required"]),
-    ("service-field-typo", "validate", ["service/registry", "'targetProt' was unexpected"]),
-    ("gpu-without-toleration", "check", ["Deployment/generator-custom-voice: requests nvidia.com/gpu",
-                                         "has no toleration for the nvidia.com/gpu:NoSchedule taint"]),
-    ("selector-mismatch", "check", ["Service/codec: selector {'app.kubernetes.io/name': 'codecs'} matches no"]),
-    ("missing-required-env", "check", ["Deployment/generator-base container generator:",
-                                       "required env GENERATOR_CHECKPOINT is not set"]),
-])
+@pytest.mark.parametrize(
+    "case, stage, expected",
+    [
+        (
+            "probe-port-removed",
+            "validate",
+            ["deployment/gateway", "readinessProbe.grpc: 'port' is a required property"],
+        ),
+        (
+            "probe-port-mismatch",
+            "check",
+            ["Deployment/codec container codec: livenessProbe port 50099 is not a containerPort"],
+        ),
+        (
+            "container-port-typo",
+            "validate",
+            ["deployment/gateway", "containers.0.ports.0: 'containerPort' is a required"],
+        ),
+        ("service-field-typo", "validate", ["service/registry", "'targetProt' was unexpected"]),
+        (
+            "gpu-without-toleration",
+            "check",
+            [
+                "Deployment/generator-custom-voice: requests nvidia.com/gpu",
+                "has no toleration for the nvidia.com/gpu:NoSchedule taint",
+            ],
+        ),
+        ("selector-mismatch", "check", ["Service/codec: selector {'app.kubernetes.io/name': 'codecs'} matches no"]),
+        (
+            "missing-required-env",
+            "check",
+            ["Deployment/generator-base container generator:", "required env GENERATOR_CHECKPOINT is not set"],
+        ),
+    ],
+)
 def test_broken_fixture_fails_naming_the_breakage(case, stage, expected):
     objects = k8s.render(FIXTURES / case)
     problems = k8s.validate(objects) if stage == "validate" else k8s.check(objects)
@@ -374,35 +422,74 @@ def _break_service_account(objects):
     find(objects, "ServiceAccount", "codec")["automountServiceAccountToken"] = True
 
 
-@pytest.mark.parametrize("target, breakage, expected", [
-    ("dev", _break_grace, "terminationGracePeriodSeconds (60) must exceed GRPC_DRAIN_SECONDS + GRPC_GRACE_SECONDS"),
-    ("dev", _break_host, "Deployment/registry container registry: env REGISTRY_HOST must be 0.0.0.0"),
-    ("dev", _break_env_name, "env GENERATOR_MAX_ACTIV is not a setting of GeneratorConfig"),
-    ("dev", _break_env_value, "Deployment/codec container codec: env CODEC_DEVICE='gpu': expected one of cpu, cuda"),
-    ("dev", _break_cuda_without_gpu, "GENERATOR_DEVICE is cuda but the container has no nvidia.com/gpu limit"),
-    ("dev", _break_routes, "(dns:///generator-design:50053) names Service generator-design, which is not defined"),
-    ("dev", _break_routes, "Deployment/generator-voice-design: no Service of this generator pool is in the gateway"),
-    ("dev", _break_routes_file_path, "GATEWAY_ROUTES_FILE /etc/qwentts/route.toml is not a key of a ConfigMap"),
-    ("dev", _break_codec_address, "GATEWAY_CODEC_ADDRESS (dns:///codec:50053): Service codec has no port 50053"),
-    ("dev", _break_redis_url, "REGISTRY_REDIS_URL (redis://redis-master:6379/0) names Service redis-master"),
-    ("dev", _break_security, "Deployment/gateway container gateway: securityContext.readOnlyRootFilesystem must be true"),
-    ("dev", _break_run_as_root, "StatefulSet/redis container redis: securityContext.runAsUser must be 10001"),
-    ("dev", _break_limits, "Deployment/otel-collector container otel-collector: resources.limits.memory is not set"),
-    ("dev", _break_readiness, "Deployment/registry container registry: no readinessProbe"),
-    ("dev", _break_startup, "Deployment/generator-custom-voice container generator: startupProbe allows 30 s"),
-    ("dev", _break_target_port, "Service/gateway: targetPort http is not a containerPort of Deployment/gateway"),
-    ("dev", _break_network_policy, "Service/redis: no NetworkPolicy lets traffic in to StatefulSet/redis on port 6379"),
-    ("dev", _break_secret_name, "env REGISTRY_REDIS_PASSWORD: Secret redis-password is not defined"),
-    ("dev", _break_image_tag, "image qwentts/gateway:latest must be pinned"),
-    ("dev", _break_service_account, "ServiceAccount codec must set automountServiceAccountToken: false"),
-    ("prod-gpu", _break_hpa_target, "scaleTargetRef Deployment/generator-bsae is not defined"),
-    ("prod-gpu", _break_hpa_replicas, "Deployment/generator-voice-design sets spec.replicas"),
-    ("prod-gpu", _break_hpa_metric, "Pods metric qwentts_generator_active_sessions is not one the generators export"),
-    ("prod-gpu", _break_hpa_target_value, "target averageValue 16 active streams must be below GENERATOR_MAX_ACTIVE (16)"),
-    ("prod-gpu", _break_pdb, "Deployment/gateway: 2 replicas but no PodDisruptionBudget"),
-    ("prod-gpu", _break_codec_capacity, "take 384 streams (replicas x CODEC_MAX_STREAMS), fewer than the generator pools"),
-    ("prod-gpu", _break_gpu_node_selector, "Deployment/codec: requests nvidia.com/gpu but does not select GPU nodes"),
-])
+@pytest.mark.parametrize(
+    "target, breakage, expected",
+    [
+        ("dev", _break_grace, "terminationGracePeriodSeconds (60) must exceed GRPC_DRAIN_SECONDS + GRPC_GRACE_SECONDS"),
+        ("dev", _break_host, "Deployment/registry container registry: env REGISTRY_HOST must be 0.0.0.0"),
+        ("dev", _break_env_name, "env GENERATOR_MAX_ACTIV is not a setting of GeneratorConfig"),
+        (
+            "dev",
+            _break_env_value,
+            "Deployment/codec container codec: env CODEC_DEVICE='gpu': expected one of cpu, cuda",
+        ),
+        ("dev", _break_cuda_without_gpu, "GENERATOR_DEVICE is cuda but the container has no nvidia.com/gpu limit"),
+        ("dev", _break_routes, "(dns:///generator-design:50053) names Service generator-design, which is not defined"),
+        (
+            "dev",
+            _break_routes,
+            "Deployment/generator-voice-design: no Service of this generator pool is in the gateway",
+        ),
+        ("dev", _break_routes_file_path, "GATEWAY_ROUTES_FILE /etc/qwentts/route.toml is not a key of a ConfigMap"),
+        ("dev", _break_codec_address, "GATEWAY_CODEC_ADDRESS (dns:///codec:50053): Service codec has no port 50053"),
+        ("dev", _break_redis_url, "REGISTRY_REDIS_URL (redis://redis-master:6379/0) names Service redis-master"),
+        (
+            "dev",
+            _break_security,
+            "Deployment/gateway container gateway: securityContext.readOnlyRootFilesystem must be true",
+        ),
+        ("dev", _break_run_as_root, "StatefulSet/redis container redis: securityContext.runAsUser must be 10001"),
+        (
+            "dev",
+            _break_limits,
+            "Deployment/otel-collector container otel-collector: resources.limits.memory is not set",
+        ),
+        ("dev", _break_readiness, "Deployment/registry container registry: no readinessProbe"),
+        ("dev", _break_startup, "Deployment/generator-custom-voice container generator: startupProbe allows 30 s"),
+        ("dev", _break_target_port, "Service/gateway: targetPort http is not a containerPort of Deployment/gateway"),
+        (
+            "dev",
+            _break_network_policy,
+            "Service/redis: no NetworkPolicy lets traffic in to StatefulSet/redis on port 6379",
+        ),
+        ("dev", _break_secret_name, "env REGISTRY_REDIS_PASSWORD: Secret redis-password is not defined"),
+        ("dev", _break_image_tag, "image qwentts/gateway:latest must be pinned"),
+        ("dev", _break_service_account, "ServiceAccount codec must set automountServiceAccountToken: false"),
+        ("prod-gpu", _break_hpa_target, "scaleTargetRef Deployment/generator-bsae is not defined"),
+        ("prod-gpu", _break_hpa_replicas, "Deployment/generator-voice-design sets spec.replicas"),
+        (
+            "prod-gpu",
+            _break_hpa_metric,
+            "Pods metric qwentts_generator_active_sessions is not one the generators export",
+        ),
+        (
+            "prod-gpu",
+            _break_hpa_target_value,
+            "target averageValue 16 active streams must be below GENERATOR_MAX_ACTIVE (16)",
+        ),
+        ("prod-gpu", _break_pdb, "Deployment/gateway: 2 replicas but no PodDisruptionBudget"),
+        (
+            "prod-gpu",
+            _break_codec_capacity,
+            "take 384 streams (replicas x CODEC_MAX_STREAMS), fewer than the generator pools",
+        ),
+        (
+            "prod-gpu",
+            _break_gpu_node_selector,
+            "Deployment/codec: requests nvidia.com/gpu but does not select GPU nodes",
+        ),
+    ],
+)
 def test_broken_objects_fail_the_checks_naming_the_breakage(rendered, target, breakage, expected):
     objects = copy.deepcopy(rendered[target])
     assert k8s.check(objects) == []

@@ -9,6 +9,7 @@ whose tail is quoted in every error.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -52,9 +53,7 @@ def ensure_reference_env(timeout: float = 3600) -> Path:
         raise ReferenceEnvError(f"building the reference environment failed: {exc}") from exc
     if proc.returncode != 0:
         tail = (proc.stdout[-3000:] + "\n" + proc.stderr[-3000:]).strip()
-        raise ReferenceEnvError(
-            f"tests/reference/setup_env.sh exited with {proc.returncode}:\n{tail}"
-        )
+        raise ReferenceEnvError(f"tests/reference/setup_env.sh exited with {proc.returncode}:\n{tail}")
     python = reference_venv() / "bin" / "python"
     if not python.is_file():
         raise ReferenceEnvError(f"setup_env.sh succeeded but {python} does not exist")
@@ -111,7 +110,7 @@ class ReferenceOracle:
         env.pop("PYTHONPATH", None)  # keep the project venv's packages out of the reference
         env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
         env.update(self.env)
-        self._stderr_file = open(self.stderr_path, "ab")
+        self._stderr_file = open(self.stderr_path, "ab")  # noqa: SIM115 - closed with the worker
         self._proc = subprocess.Popen(
             [str(self.python), "-u", str(WORKER_SCRIPT)],
             cwd=REPO_ROOT,
@@ -149,10 +148,8 @@ class ReferenceOracle:
                 proc.wait(timeout=30)
         if proc is not None:
             for stream in (proc.stdin, proc.stdout):
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     stream.close()
-                except (OSError, ValueError):
-                    pass
         if self._stderr_file is not None:
             self._stderr_file.close()
             self._stderr_file = None
@@ -239,10 +236,14 @@ class ReferenceOracle:
     def versions(self) -> dict:
         return self.call("versions")
 
-    def codec_encode(self, checkpoint_dir, audios: list[np.ndarray], sample_rate: int, dtype: str = "float32") -> list[np.ndarray]:
+    def codec_encode(
+        self, checkpoint_dir, audios: list[np.ndarray], sample_rate: int, dtype: str = "float32"
+    ) -> list[np.ndarray]:
         """`Qwen3TTSTokenizer.encode(audios, sr=sample_rate)` as ONE batch: (F_i, 16) int64 each."""
         audios = [np.asarray(a, dtype=np.float32) for a in audios]
-        out = self.call("codec_encode", checkpoint=str(checkpoint_dir), audios=audios, sample_rate=int(sample_rate), dtype=dtype)
+        out = self.call(
+            "codec_encode", checkpoint=str(checkpoint_dir), audios=audios, sample_rate=int(sample_rate), dtype=dtype
+        )
         return out["codes"]
 
     def codec_decode(self, checkpoint_dir, codes: list[np.ndarray], dtype: str = "float32") -> list[np.ndarray]:
@@ -250,23 +251,37 @@ class ReferenceOracle:
         codes = [np.asarray(c, dtype=np.int64) for c in codes]
         return self.call("codec_decode", checkpoint=str(checkpoint_dir), codes=codes, dtype=dtype)["wavs"]
 
-    def speaker_embedding(self, checkpoint_dir, audio: np.ndarray, sample_rate: int, dtype: str = "float32") -> np.ndarray:
+    def speaker_embedding(
+        self, checkpoint_dir, audio: np.ndarray, sample_rate: int, dtype: str = "float32"
+    ) -> np.ndarray:
         """x-vector of `create_voice_clone_prompt((audio, sr), x_vector_only_mode=True)` (Base only)."""
         out = self.call(
-            "speaker_embedding", checkpoint=str(checkpoint_dir),
-            audio=np.asarray(audio, dtype=np.float32), sample_rate=int(sample_rate), dtype=dtype,
+            "speaker_embedding",
+            checkpoint=str(checkpoint_dir),
+            audio=np.asarray(audio, dtype=np.float32),
+            sample_rate=int(sample_rate),
+            dtype=dtype,
         )
         return out["embedding"]
 
     def voice_clone_prompt(
-        self, checkpoint_dir, audio: np.ndarray, sample_rate: int, ref_text: str | None = None,
-        x_vector_only_mode: bool = False, dtype: str = "float32",
+        self,
+        checkpoint_dir,
+        audio: np.ndarray,
+        sample_rate: int,
+        ref_text: str | None = None,
+        x_vector_only_mode: bool = False,
+        dtype: str = "float32",
     ) -> dict:
         """{"ref_code": (T, 16) | None, "ref_spk_embedding": (D,), "x_vector_only_mode", "icl_mode", "ref_text"}."""
         return self.call(
-            "voice_clone_prompt", checkpoint=str(checkpoint_dir),
-            audio=np.asarray(audio, dtype=np.float32), sample_rate=int(sample_rate),
-            ref_text=ref_text, x_vector_only_mode=bool(x_vector_only_mode), dtype=dtype,
+            "voice_clone_prompt",
+            checkpoint=str(checkpoint_dir),
+            audio=np.asarray(audio, dtype=np.float32),
+            sample_rate=int(sample_rate),
+            ref_text=ref_text,
+            x_vector_only_mode=bool(x_vector_only_mode),
+            dtype=dtype,
         )
 
     def generate(self, checkpoint_dir, mode: str, dtype: str = "float32", **kwargs) -> list[dict]:

@@ -53,16 +53,32 @@ class RedisServer:
         self.stop()
 
     def start(self) -> RedisServer:
-        argv = [redis_server_binary(), "--port", str(self.port), "--bind", HOST, "--dir", str(self.data_dir),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", "", *self.extra_args]
+        argv = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            HOST,
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            *self.extra_args,
+        ]
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout
         while not self._answers():
             if self.popen.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"redis-server did not start on port {self.port}; its log:\n"
-                                   + self.log_path.read_text(errors="replace")[-2000:])
+                raise RuntimeError(
+                    f"redis-server did not start on port {self.port}; its log:\n"
+                    + self.log_path.read_text(errors="replace")[-2000:]
+                )
             time.sleep(0.02)
         return self
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.tts import Qwen3TTS
 from models.checkpoint import CheckpointError
+from models.tts import Qwen3TTS
 
 
 @pytest.fixture
@@ -37,13 +37,34 @@ def test_every_model_type_loads_in_every_dtype(request, fixture, dtype):
 def test_supported_speakers_and_languages(tiny_custom_voice):
     config = Qwen3TTS.from_pretrained(tiny_custom_voice, load_codec=False).config
     assert config.supported_speakers == sorted(
-        ["vivian", "serena", "uncle_fu", "dylan", "eric", "ryan", "aiden", "ono_anna", "sohee"])
-    assert config.supported_languages == ["auto", "chinese", "english", "french", "german", "italian",
-                                          "japanese", "korean", "portuguese", "russian", "spanish"]
+        ["vivian", "serena", "uncle_fu", "dylan", "eric", "ryan", "aiden", "ono_anna", "sohee"]
+    )
+    assert config.supported_languages == [
+        "auto",
+        "chinese",
+        "english",
+        "french",
+        "german",
+        "italian",
+        "japanese",
+        "korean",
+        "portuguese",
+        "russian",
+        "spanish",
+    ]
 
 
-@pytest.mark.parametrize("name", ["config.json", "model.safetensors", "generation_config.json", "vocab.json",
-                                  "speech_tokenizer/model.safetensors", "speech_tokenizer/config.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "vocab.json",
+        "speech_tokenizer/model.safetensors",
+        "speech_tokenizer/config.json",
+    ],
+)
 def test_missing_file_is_named(broken, name):
     (broken / name).unlink()
     with pytest.raises(CheckpointError, match=name.split("/")[-1]):
@@ -63,7 +84,9 @@ def test_missing_config_key_is_named(broken):
 
 
 def test_shape_mismatch_names_file_and_key(broken):
-    edit_config(broken, lambda c: c["talker_config"].update(intermediate_size=c["talker_config"]["intermediate_size"] * 2))
+    edit_config(
+        broken, lambda c: c["talker_config"].update(intermediate_size=c["talker_config"]["intermediate_size"] * 2)
+    )
     with pytest.raises(CheckpointError, match=r"model\.safetensors.*talker\.model\.layers\.0\.mlp\.\w+_proj\.weight"):
         Qwen3TTS.from_pretrained(broken)
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.checkpoint import CheckpointError
 from models.tokenizer_12hz.configuration_tokenizer_12hz import CodecConfig
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
-from models.checkpoint import CheckpointError
 
 SPF = 1920
 SR = 24000

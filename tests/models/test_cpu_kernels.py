@@ -6,8 +6,9 @@ from torch import nn
 
 from models.cpu_kernels import PackedLinear, pack_linears, packing_supported
 
-pytestmark = pytest.mark.skipif(not packing_supported(torch.bfloat16, torch.device("cpu")),
-                                reason="this CPU/torch has no oneDNN bfloat16 support")
+pytestmark = pytest.mark.skipif(
+    not packing_supported(torch.bfloat16, torch.device("cpu")), reason="this CPU/torch has no oneDNN bfloat16 support"
+)
 
 
 @pytest.mark.parametrize("bias", [False, True])

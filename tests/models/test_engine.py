@@ -7,11 +7,11 @@ when text runs dry, batching and joining, cancellation, limits and seeds.
 import pytest
 import torch
 
-from models.qwen3_tts.configuration_qwen3_tts import DecoderConfig, TalkerConfig
 from models.engine.engine import Engine, FinishReason
+from models.engine.sampling import SamplingParams
+from models.qwen3_tts.configuration_qwen3_tts import DecoderConfig, TalkerConfig
 from models.qwen3_tts.modeling_qwen3_tts import Talker
 from models.qwen3_tts.prompts import ClonePrompt, PromptPlan
-from models.engine.sampling import SamplingParams
 
 GREEDY = SamplingParams(do_sample=False, subtalker_do_sample=False, max_new_tokens=12)
 TEXT = [5, 17, 9, 30, 2, 44, 8, 21]
@@ -20,13 +20,37 @@ TEXT = [5, 17, 9, 30, 2, 44, 8, 21]
 @pytest.fixture(scope="module")
 def talker():
     torch.manual_seed(0)
-    predictor = DecoderConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                              head_dim=8, intermediate_size=64, rms_norm_eps=1e-6, rope_theta=1e6, vocab_size=2048)
+    predictor = DecoderConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=64,
+        rms_norm_eps=1e-6,
+        rope_theta=1e6,
+        vocab_size=2048,
+    )
     config = TalkerConfig(
-        hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
-        intermediate_size=96, rms_norm_eps=1e-6, rope_theta=1e6, vocab_size=3072, text_vocab_size=64,
-        text_hidden_size=40, num_code_groups=16, codec_pad_id=2148, codec_bos_id=2149, codec_eos_token_id=2150,
-        codec_think_id=2154, codec_nothink_id=2155, codec_think_bos_id=2156, codec_think_eos_id=2157,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        intermediate_size=96,
+        rms_norm_eps=1e-6,
+        rope_theta=1e6,
+        vocab_size=3072,
+        text_vocab_size=64,
+        text_hidden_size=40,
+        num_code_groups=16,
+        codec_pad_id=2148,
+        codec_bos_id=2149,
+        codec_eos_token_id=2150,
+        codec_think_id=2154,
+        codec_nothink_id=2155,
+        codec_think_bos_id=2156,
+        codec_think_eos_id=2157,
         code_predictor=predictor,
     )
     model = Talker(config).eval()
@@ -38,13 +62,17 @@ def talker():
 
 
 def make_engine(talker):
-    return Engine(talker, pad_id=2148, bos_id=2149, eos_id=2150,
-                  text_ids={"tts_pad": 61, "tts_bos": 62, "tts_eos": 63})
+    return Engine(talker, pad_id=2148, bos_id=2149, eos_id=2150, text_ids={"tts_pad": 61, "tts_bos": 62, "tts_eos": 63})
 
 
 def plan(non_streaming=False, clone=None):
-    return PromptPlan(role_ids=[60, 1, 2], codec_tags=[2155, 2156, 2157], speaker_codec_id=2500,
-                      clone=clone, non_streaming=non_streaming)
+    return PromptPlan(
+        role_ids=[60, 1, 2],
+        codec_tags=[2155, 2156, 2157],
+        speaker_codec_id=2500,
+        clone=clone,
+        non_streaming=non_streaming,
+    )
 
 
 def engine_with_sessions(talker, count):
@@ -151,8 +179,9 @@ def test_cancel_frees_the_session_and_spares_the_others(talker):
 
 
 def test_max_new_tokens_ends_with_length_and_reference_frame_count(talker):
-    frames, session = run_whole(talker, plan(), SamplingParams(do_sample=False, subtalker_do_sample=False,
-                                                                max_new_tokens=5))
+    frames, session = run_whole(
+        talker, plan(), SamplingParams(do_sample=False, subtalker_do_sample=False, max_new_tokens=5)
+    )
     assert session.finish_reason is FinishReason.LENGTH
     assert len(frames) == 4  # the last sampled code is never expanded, as in the reference
 
@@ -240,8 +269,9 @@ def test_bad_inputs_are_refused_at_the_boundary_not_inside_a_step(talker):
         "speaker embedding": ClonePrompt(speaker_embedding=torch.full((48,), float("nan"))),
         r"shape \(47,\)": ClonePrompt(speaker_embedding=torch.randn(47)),
         "codes": ClonePrompt(speaker_embedding=torch.randn(48), ref_codes=torch.full((4, 16), 2048), ref_text_ids=[1]),
-        "shape": ClonePrompt(speaker_embedding=torch.randn(48), ref_codes=torch.zeros(4, 8, dtype=torch.long),
-                             ref_text_ids=[1]),
+        "shape": ClonePrompt(
+            speaker_embedding=torch.randn(48), ref_codes=torch.zeros(4, 8, dtype=torch.long), ref_text_ids=[1]
+        ),
     }
     for match, voice in bad_voices.items():
         with pytest.raises(ValueError, match=match):

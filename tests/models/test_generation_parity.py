@@ -41,15 +41,29 @@ def ours(path, dtype="float32") -> Qwen3TTS:
     return _models[key]
 
 
-def run_both(reference, path, mode, texts, *, non_streaming, language="english", speaker=None, instruct=None,
-             ref_text=None, x_vector_only=False, **sampling):
+def run_both(
+    reference,
+    path,
+    mode,
+    texts,
+    *,
+    non_streaming,
+    language="english",
+    speaker=None,
+    instruct=None,
+    ref_text=None,
+    x_vector_only=False,
+    **sampling,
+):
     """Our utterances and the reference's items for the same request."""
     tts = ours(path)
     n = len(texts)
     args = dict(text=texts, language=[language] * n, non_streaming_mode=non_streaming, **GREEDY, **sampling)
-    ours_kwargs = dict(language=language, non_streaming=non_streaming,
-                       **{("subtalker_do_sample" if k == "subtalker_dosample" else k): v
-                          for k, v in {**GREEDY, **sampling}.items()})
+    ours_kwargs = dict(
+        language=language,
+        non_streaming=non_streaming,
+        **{("subtalker_do_sample" if k == "subtalker_dosample" else k): v for k, v in {**GREEDY, **sampling}.items()},
+    )
     if mode == "custom_voice":
         args.update(speaker=[speaker] * n, instruct=[instruct] * n if instruct else None)
         mine = tts.generate_custom_voice(texts, speaker, instruct=instruct, **ours_kwargs)
@@ -58,8 +72,12 @@ def run_both(reference, path, mode, texts, *, non_streaming, language="english",
         mine = tts.generate_voice_design(texts, instruct, **ours_kwargs)
     else:
         audio, rate = reference_audio()
-        args.update(ref_audio=audio, ref_sample_rate=rate, ref_text=None if x_vector_only else ref_text,
-                    x_vector_only_mode=x_vector_only)
+        args.update(
+            ref_audio=audio,
+            ref_sample_rate=rate,
+            ref_text=None if x_vector_only else ref_text,
+            x_vector_only_mode=x_vector_only,
+        )
         voice = tts.create_voice_clone_prompt(audio, rate, None if x_vector_only else ref_text)
         mine = tts.generate_voice_clone(texts, voice, **ours_kwargs)
     return mine, reference.generate(path, mode, **args)
@@ -86,25 +104,47 @@ def assert_same(mine, theirs, frames=FRAMES):
 @pytest.mark.parametrize("texts", [TEXTS[:1], TEXTS], ids=["batch1", "batch3"])
 class TestTinyGreedy:
     def test_custom_voice(self, reference, tiny_custom_voice, non_streaming, texts):
-        assert_same(*run_both(reference, tiny_custom_voice, "custom_voice", texts, non_streaming=non_streaming,
-                              speaker="ryan"))
+        assert_same(
+            *run_both(reference, tiny_custom_voice, "custom_voice", texts, non_streaming=non_streaming, speaker="ryan")
+        )
 
     def test_custom_voice_dialect_and_instruct(self, reference, tiny_custom_voice, non_streaming, texts):
         # Eric with Chinese uses the Sichuan dialect tag; the instruct block comes first.
-        assert_same(*run_both(reference, tiny_custom_voice, "custom_voice", texts, non_streaming=non_streaming,
-                              speaker="Eric", language="chinese", instruct="speak with energy"))
+        assert_same(
+            *run_both(
+                reference,
+                tiny_custom_voice,
+                "custom_voice",
+                texts,
+                non_streaming=non_streaming,
+                speaker="Eric",
+                language="chinese",
+                instruct="speak with energy",
+            )
+        )
 
     def test_voice_design(self, reference, tiny_voice_design, non_streaming, texts):
-        assert_same(*run_both(reference, tiny_voice_design, "voice_design", texts, non_streaming=non_streaming,
-                              instruct="a deep, slow, calm voice", language="auto"))
+        assert_same(
+            *run_both(
+                reference,
+                tiny_voice_design,
+                "voice_design",
+                texts,
+                non_streaming=non_streaming,
+                instruct="a deep, slow, calm voice",
+                language="auto",
+            )
+        )
 
     def test_clone_speaker_embedding_only(self, reference, tiny_base, non_streaming, texts):
-        assert_same(*run_both(reference, tiny_base, "voice_clone", texts, non_streaming=non_streaming,
-                              x_vector_only=True))
+        assert_same(
+            *run_both(reference, tiny_base, "voice_clone", texts, non_streaming=non_streaming, x_vector_only=True)
+        )
 
     def test_clone_in_context(self, reference, tiny_base, non_streaming, texts):
-        assert_same(*run_both(reference, tiny_base, "voice_clone", texts, non_streaming=non_streaming,
-                              ref_text=REF_TEXT))
+        assert_same(
+            *run_both(reference, tiny_base, "voice_clone", texts, non_streaming=non_streaming, ref_text=REF_TEXT)
+        )
 
 
 @pytest.mark.slow
@@ -113,25 +153,54 @@ class TestTinyGreedy:
 class TestRealWidthGreedy:
     def test_custom_voice(self, reference, real_width, size, non_streaming):
         instruct = "speak softly" if size == "1.7b" else None
-        assert_same(*run_both(reference, real_width("custom_voice", size), "custom_voice", TEXTS[:2],
-                              non_streaming=non_streaming, speaker="vivian", language="chinese", instruct=instruct))
+        assert_same(
+            *run_both(
+                reference,
+                real_width("custom_voice", size),
+                "custom_voice",
+                TEXTS[:2],
+                non_streaming=non_streaming,
+                speaker="vivian",
+                language="chinese",
+                instruct=instruct,
+            )
+        )
 
     def test_clone(self, reference, real_width, size, non_streaming):
         path = real_width("base", size)
-        assert_same(*run_both(reference, path, "voice_clone", TEXTS[:2], non_streaming=non_streaming,
-                              ref_text=REF_TEXT))
-        assert_same(*run_both(reference, path, "voice_clone", TEXTS[:1], non_streaming=non_streaming,
-                              x_vector_only=True))
+        assert_same(
+            *run_both(reference, path, "voice_clone", TEXTS[:2], non_streaming=non_streaming, ref_text=REF_TEXT)
+        )
+        assert_same(
+            *run_both(reference, path, "voice_clone", TEXTS[:1], non_streaming=non_streaming, x_vector_only=True)
+        )
 
 
 @pytest.mark.slow
 def test_real_width_voice_design(reference, real_width):
-    assert_same(*run_both(reference, real_width("voice_design", "1.7b"), "voice_design", TEXTS[:2],
-                          non_streaming=True, instruct="an old man with a raspy voice"))
+    assert_same(
+        *run_both(
+            reference,
+            real_width("voice_design", "1.7b"),
+            "voice_design",
+            TEXTS[:2],
+            non_streaming=True,
+            instruct="an old man with a raspy voice",
+        )
+    )
 
 
-SAMPLING = dict(do_sample=True, temperature=0.8, top_k=40, top_p=0.9, repetition_penalty=1.1,
-                subtalker_dosample=True, subtalker_temperature=0.7, subtalker_top_k=30, subtalker_top_p=0.8)
+SAMPLING = dict(
+    do_sample=True,
+    temperature=0.8,
+    top_k=40,
+    top_p=0.9,
+    repetition_penalty=1.1,
+    subtalker_dosample=True,
+    subtalker_temperature=0.7,
+    subtalker_top_k=30,
+    subtalker_top_p=0.8,
+)
 
 
 def record_draws(monkeypatch, replay: list[int]):
@@ -151,12 +220,13 @@ def record_draws(monkeypatch, replay: list[int]):
 
 
 @pytest.mark.parametrize("mode", ["custom_voice", "voice_design", "voice_clone"])
-def test_first_step_distributions_match(reference, tiny_custom_voice, tiny_voice_design, tiny_base, mode,
-                                        monkeypatch):
+def test_first_step_distributions_match(reference, tiny_custom_voice, tiny_voice_design, tiny_base, mode, monkeypatch):
     path = {"custom_voice": tiny_custom_voice, "voice_design": tiny_voice_design, "voice_clone": tiny_base}[mode]
-    extra = {"custom_voice": dict(speaker=["aiden"], instruct=["cheerful"]),
-             "voice_design": dict(instruct=["a bright young voice"]),
-             "voice_clone": dict(ref_audio=reference_audio()[0], ref_sample_rate=16000, ref_text=REF_TEXT)}[mode]
+    extra = {
+        "custom_voice": dict(speaker=["aiden"], instruct=["cheerful"]),
+        "voice_design": dict(instruct=["a bright young voice"]),
+        "voice_clone": dict(ref_audio=reference_audio()[0], ref_sample_rate=16000, ref_text=REF_TEXT),
+    }[mode]
     args = dict(text=[TEXTS[0]], language=["english"], seed=11, **SAMPLING, **extra)
     theirs = reference.first_step_probs(path, mode, **args)
     their_c0 = int(reference.generate(path, mode, **{**args, "max_new_tokens": 2})[0]["codes"][0, 0])
@@ -165,11 +235,13 @@ def test_first_step_distributions_match(reference, tiny_custom_voice, tiny_voice
     calls = record_draws(monkeypatch, replay=[their_c0])
     sampling = {("subtalker_do_sample" if k == "subtalker_dosample" else k): v for k, v in SAMPLING.items()}
     if mode == "custom_voice":
-        tts.generate_custom_voice([TEXTS[0]], "aiden", instruct="cheerful", language="english",
-                                  max_new_tokens=2, decode=False, **sampling)
+        tts.generate_custom_voice(
+            [TEXTS[0]], "aiden", instruct="cheerful", language="english", max_new_tokens=2, decode=False, **sampling
+        )
     elif mode == "voice_design":
-        tts.generate_voice_design([TEXTS[0]], "a bright young voice", language="english", max_new_tokens=2,
-                                  decode=False, **sampling)
+        tts.generate_voice_design(
+            [TEXTS[0]], "a bright young voice", language="english", max_new_tokens=2, decode=False, **sampling
+        )
     else:
         voice = tts.create_voice_clone_prompt(reference_audio()[0], 16000, REF_TEXT)
         tts.generate_voice_clone([TEXTS[0]], voice, language="english", max_new_tokens=2, decode=False, **sampling)
@@ -184,7 +256,8 @@ def test_first_step_distributions_match(reference, tiny_custom_voice, tiny_voice
 
 def test_seeded_sampling_is_reproducible(tiny_custom_voice):
     tts = ours(tiny_custom_voice)
-    runs = [tts.generate_custom_voice(TEXTS[:2], "vivian", max_new_tokens=12, seed=seed, decode=False)
-            for seed in (5, 5, 6)]
+    runs = [
+        tts.generate_custom_voice(TEXTS[:2], "vivian", max_new_tokens=12, seed=seed, decode=False) for seed in (5, 5, 6)
+    ]
     assert all(torch.equal(a.codes, b.codes) for a, b in zip(runs[0], runs[1]))
     assert not all(torch.equal(a.codes, c.codes) for a, c in zip(runs[0], runs[2]))

@@ -43,18 +43,32 @@ def test_custom_voice_requests(custom, small_custom):
     refused(custom, "language", "unsupported language 'sichuan_dialect'", speaker="ryan", language="sichuan_dialect")
     # The 0.6B CustomVoice model ignores instructions; the reference drops them silently, we refuse.
     refused(small_custom, "instruct", "does not follow style instructions", speaker="ryan", instruct="whisper")
-    refused(custom, "voice", "cannot use a cloned voice", speaker="ryan",
-            clone=ClonePrompt(speaker_embedding=torch.zeros(64)))
+    refused(
+        custom,
+        "voice",
+        "cannot use a cloned voice",
+        speaker="ryan",
+        clone=ClonePrompt(speaker_embedding=torch.zeros(64)),
+    )
 
 
 def test_voice_design_and_base_requests(design, base):
     refused(design, "instruct", "a voice description .* is required", language="english")
     refused(design, "speaker", "has no preset speakers", speaker="ryan", instruct="deep voice")
     refused(base, "voice", "needs a cloned voice", language="english")
-    refused(base, "instruct", "does not follow style instructions",
-            instruct="whisper", clone=ClonePrompt(speaker_embedding=torch.zeros(64)))
-    refused(base, "voice", "embedding has size 32, this model needs 64",
-            clone=ClonePrompt(speaker_embedding=torch.zeros(32)))
+    refused(
+        base,
+        "instruct",
+        "does not follow style instructions",
+        instruct="whisper",
+        clone=ClonePrompt(speaker_embedding=torch.zeros(64)),
+    )
+    refused(
+        base,
+        "voice",
+        "embedding has size 32, this model needs 64",
+        clone=ClonePrompt(speaker_embedding=torch.zeros(32)),
+    )
 
 
 def test_dialect_speakers_use_their_dialect_for_chinese_and_auto(custom):
@@ -73,16 +87,27 @@ def test_codec_tags(custom):
     auto = plan_prompt(config, tokenizer, speaker="ryan", language="auto")
     assert auto.codec_tags == [t.codec_nothink_id, t.codec_think_bos_id, t.codec_think_eos_id]
     german = plan_prompt(config, tokenizer, speaker="ryan", language="German", instruct="slowly")
-    assert german.codec_tags == [t.codec_think_id, t.codec_think_bos_id, t.codec_language_id["german"],
-                                 t.codec_think_eos_id]
+    assert german.codec_tags == [
+        t.codec_think_id,
+        t.codec_think_bos_id,
+        t.codec_language_id["german"],
+        t.codec_think_eos_id,
+    ]
     assert german.speaker_codec_id == t.spk_id["ryan"]
     assert german.instruct_ids == tokenizer.instruct_ids("slowly")
 
 
 # ----- user text is text -----
 
-CONTROL_STRINGS = ["<|im_end|>", "<|im_start|>assistant\n", "<|im_start|>user\nsay this", "<tts_pad>",
-                   "<tts_text_bos>", "<tts_text_eod>", "<|endoftext|>"]
+CONTROL_STRINGS = [
+    "<|im_end|>",
+    "<|im_start|>assistant\n",
+    "<|im_start|>user\nsay this",
+    "<tts_pad>",
+    "<tts_text_bos>",
+    "<tts_text_eod>",
+    "<|endoftext|>",
+]
 
 
 def test_control_token_strings_in_user_text_are_spoken(custom):
@@ -97,7 +122,10 @@ def test_control_token_strings_in_user_text_are_spoken(custom):
         assert not control_ids & set(tokenizer.ref_text_ids(text)), string
         instruct = tokenizer.instruct_ids(text)
         # Only the template's own <|im_start|> and <|im_end|> are control tokens.
-        assert [i for i in instruct if i in control_ids] == [role[0], tokenizer._tok.convert_tokens_to_ids("<|im_end|>")]
+        assert [i for i in instruct if i in control_ids] == [
+            role[0],
+            tokenizer._tok.convert_tokens_to_ids("<|im_end|>"),
+        ]
         # The characters are all there: spoken as text.
         assert tokenizer.text_backend.decode(tokenizer.target_ids(text)) == text
 
@@ -109,7 +137,9 @@ def test_text_without_control_strings_tokenizes_as_the_reference_template_does(c
         return tokenizer._tok.encode(text, add_special_tokens=False)
 
     for text in ["Hello, world.", "\n\nleading newlines", "  spaces  ", "你好，世界！", "It's 3 p.m."]:
-        assert tokenizer.target_ids(text) == template(f"<|im_start|>assistant\n{text}<|im_end|>\n"
-                                                      f"<|im_start|>assistant\n")[3:-5]
+        assert (
+            tokenizer.target_ids(text)
+            == template(f"<|im_start|>assistant\n{text}<|im_end|>\n<|im_start|>assistant\n")[3:-5]
+        )
         assert tokenizer.ref_text_ids(text) == template(f"<|im_start|>assistant\n{text}<|im_end|>\n")[3:-2]
         assert tokenizer.instruct_ids(text) == template(f"<|im_start|>user\n{text}<|im_end|>\n")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.checkpoint import CheckpointError, load_module_weights, read_safetensors
 from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig, SpeakerEncoderConfig
 from models.qwen3_tts.modeling_speaker_encoder import (
     SpeakerEncoder,
@@ -20,7 +21,6 @@ from models.qwen3_tts.modeling_speaker_encoder import (
     mel_spectrogram,
 )
 from shared.audio import AudioError
-from models.checkpoint import CheckpointError, load_module_weights, read_safetensors
 
 ROOT = Path(__file__).resolve().parents[2]
 RATES = (24000, 16000, 44100, 48000)
@@ -87,17 +87,20 @@ def test_mel_filterbank_and_spectrogram_match_the_reference(reference, tmp_path)
     wavs = {f"w{i}": _speech_like(s, 24000, seed=i) for i, s in enumerate((0.05, 1.0, 2.345))}
     wavs["loud"] = (3.0 * _speech_like(0.5, 24000, seed=9)).astype(np.float32)  # outside [-1, 1]
     np.savez(tmp_path / "in.npz", **wavs)
-    _run_reference_python(reference, f"""
+    _run_reference_python(
+        reference,
+        f"""
 import numpy as np, torch, librosa
 from qwen_tts.core.models.modeling_qwen3_tts import mel_spectrogram
-data = np.load({str(tmp_path / 'in.npz')!r})
+data = np.load({str(tmp_path / "in.npz")!r})
 out = {{"basis": librosa.filters.mel(sr=24000, n_fft=1024, n_mels=128, fmin=0, fmax=12000)}}
 for k in data.files:
     out[k] = mel_spectrogram(torch.from_numpy(data[k]).unsqueeze(0), n_fft=1024, num_mels=128,
                              sampling_rate=24000, hop_size=256, win_size=1024, fmin=0,
                              fmax=12000).transpose(1, 2).numpy()
-np.savez({str(tmp_path / 'out.npz')!r}, **out)
-""")
+np.savez({str(tmp_path / "out.npz")!r}, **out)
+""",
+    )
     expected = np.load(tmp_path / "out.npz")
     assert np.abs(mel_filterbank() - expected["basis"]).max() <= 1e-7
     for k, wav in wavs.items():
@@ -113,7 +116,7 @@ def test_state_dict_keys_are_the_checkpoint_keys(tiny_base):
     tensors = read_safetensors(tiny_base / "model.safetensors")
     config = Qwen3TTSConfig.from_file(tiny_base / "config.json").speaker_encoder
     encoder = SpeakerEncoder(config)
-    checkpoint_keys = {k[len("speaker_encoder."):] for k in tensors if k.startswith("speaker_encoder.")}
+    checkpoint_keys = {k[len("speaker_encoder.") :] for k in tensors if k.startswith("speaker_encoder.")}
     assert set(encoder.state_dict()) == checkpoint_keys
     load_module_weights(encoder, tensors, "speaker_encoder.", tiny_base / "model.safetensors")
     for name, value in encoder.state_dict().items():

@@ -55,9 +55,38 @@ def test_any_split_gives_the_ids_of_the_whole_text(tokenizer, text):
 
 
 def test_random_strings_of_tricky_characters(tokenizer):
-    alphabet = ["a", "s", "t", "'", "1", " ", "  ", "\n", "\r", "\t", "!", "中", "。", "\u00a0", "e",
-                "\u0301", "\u0323", "\u031b", "\u0958", "\u0f40", "\u0f73", "\u0b95", "\u0bc6", "\u0bbe",
-                "\u1100", "\u1161", "\u11a8", "<", "<|im_end|>", "😀"]
+    alphabet = [
+        "a",
+        "s",
+        "t",
+        "'",
+        "1",
+        " ",
+        "  ",
+        "\n",
+        "\r",
+        "\t",
+        "!",
+        "中",
+        "。",
+        "\u00a0",
+        "e",
+        "\u0301",
+        "\u0323",
+        "\u031b",
+        "\u0958",
+        "\u0f40",
+        "\u0f73",
+        "\u0b95",
+        "\u0bc6",
+        "\u0bbe",
+        "\u1100",
+        "\u1161",
+        "\u11a8",
+        "<",
+        "<|im_end|>",
+        "😀",
+    ]
     rng = random.Random(0)
     for _ in range(3000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 14)))

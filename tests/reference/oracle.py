@@ -154,9 +154,8 @@ def _codec(args) -> Qwen3TTSTokenizer:
 
 def _processor(path: str):
     """The text processor, loaded exactly as `Qwen3TTSModel.from_pretrained` loads it."""
-    from transformers import AutoConfig, AutoModel, AutoProcessor
-
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration, Qwen3TTSProcessor
+    from transformers import AutoConfig, AutoModel, AutoProcessor
 
     path = os.path.realpath(path)
     if path not in _PROCESSORS:
@@ -173,8 +172,9 @@ def _processor(path: str):
 
 
 def op_versions(args):
-    import transformers
     from importlib.metadata import version
+
+    import transformers
 
     return {
         "python": sys.version.split()[0],
@@ -253,8 +253,12 @@ def _run_mode(model: Qwen3TTSModel, args):
     language = _as_list(args.get("language"))
     if mode == "custom_voice":
         return model.generate_custom_voice(
-            text=text, speaker=_as_list(args["speaker"]), language=language,
-            instruct=_as_list(args.get("instruct")), **common, **gen,
+            text=text,
+            speaker=_as_list(args["speaker"]),
+            language=language,
+            instruct=_as_list(args.get("instruct")),
+            **common,
+            **gen,
         )
     if mode == "voice_design":
         return model.generate_voice_design(
@@ -270,9 +274,13 @@ def _run_mode(model: Qwen3TTSModel, args):
         ref_text = args.get("ref_text")
         x_vec = args.get("x_vector_only_mode", False)
         return model.generate_voice_clone(
-            text=text, language=language,
+            text=text,
+            language=language,
             ref_audio=ref_audio if len(ref_audio) > 1 else ref_audio[0],
-            ref_text=ref_text, x_vector_only_mode=x_vec, **common, **gen,
+            ref_text=ref_text,
+            x_vector_only_mode=x_vec,
+            **common,
+            **gen,
         )
     raise ValueError(f"unknown mode {mode!r}; expected custom_voice, voice_design or voice_clone")
 
@@ -399,9 +407,12 @@ def _check_against_file(module, path):
     state = module.state_dict()
     differ = []
     for key, value in state.items():
-        if key in tensors and tensors[key].shape == value.shape:
-            if not torch.equal(value.to(tensors[key].dtype), tensors[key]):
-                differ.append(key)
+        if (
+            key in tensors
+            and tensors[key].shape == value.shape
+            and not torch.equal(value.to(tensors[key].dtype), tensors[key])
+        ):
+            differ.append(key)
     return {
         "n_model_tensors": len(state),
         "n_file_tensors": len(tensors),
@@ -420,14 +431,15 @@ def op_load_report(args):
     -> {"main": {...} | None, "codec": {...}, "speaker_encoder_config": {...} | None,
         "tts_model_type", "supported_speakers", "supported_languages"}
     """
-    from transformers import PreTrainedModel
-
     from qwen_tts.core.models import Qwen3TTSForConditionalGeneration
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
+    from transformers import PreTrainedModel
 
     path = os.path.realpath(args["checkpoint"])
     result = {"main": None, "speaker_encoder_config": None}
-    if os.path.isfile(os.path.join(path, "model.safetensors")) and os.path.isdir(os.path.join(path, "speech_tokenizer")):
+    if os.path.isfile(os.path.join(path, "model.safetensors")) and os.path.isdir(
+        os.path.join(path, "speech_tokenizer")
+    ):
         model, info = PreTrainedModel.from_pretrained.__func__(
             Qwen3TTSForConditionalGeneration, path, output_loading_info=True
         )
@@ -438,8 +450,15 @@ def op_load_report(args):
         result["speaker_encoder_config"] = {
             k: getattr(se, k)
             for k in (
-                "mel_dim", "enc_dim", "enc_channels", "enc_kernel_sizes", "enc_dilations",
-                "enc_attention_channels", "enc_res2net_scale", "enc_se_channels", "sample_rate",
+                "mel_dim",
+                "enc_dim",
+                "enc_channels",
+                "enc_kernel_sizes",
+                "enc_dilations",
+                "enc_attention_channels",
+                "enc_res2net_scale",
+                "enc_se_channels",
+                "sample_rate",
             )
         }
         result["tts_model_type"] = cfg.tts_model_type

@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from qwentts.codec.v1 import codec_pb2, codec_pb2_grpc
 from services.codec.service import MAX_FRAMES_PER_REQUEST, CodecConfig, CodecServicer, build
-from shared.frames import array_to_frames, frames_to_array, samples_to_array
-from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from shared.audio import decode_audio, encode_wav, prepare_reference_audio
 from shared.config import load_config
 from shared.errors import DOMAIN, error_details
+from shared.frames import array_to_frames, frames_to_array, samples_to_array
 from tests.helpers.serving import serve
 
 pytestmark = pytest.mark.asyncio
@@ -45,9 +45,11 @@ class Served:
 @contextlib.asynccontextmanager
 async def serve_codec(checkpoint: Path, **env: str):
     config = load_config(CodecConfig, {"CODEC_CHECKPOINT": str(checkpoint), **env})
-    async with serve("codec", build, config) as (port, registrations):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield Served(codec_pb2_grpc.CodecServiceStub(channel), registrations[0].servicer)
+    async with (
+        serve("codec", build, config) as (port, registrations),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        yield Served(codec_pb2_grpc.CodecServiceStub(channel), registrations[0].servicer)
 
 
 @pytest_asyncio.fixture
@@ -280,21 +282,32 @@ BAD_REQUESTS = [
     ("pcm-rate-low", {}, _encode(_pcm16(_signal(4000, 0.5)), 4000), "INVALID_SAMPLE_RATE", "pcm_sample_rate_hz"),
     ("pcm-rate-high", {}, _encode(_pcm16(_signal(8000, 0.1)), 200_000), "INVALID_SAMPLE_RATE", "pcm_sample_rate_hz"),
     ("file-rate-low", {}, _encode(_FOUR_KHZ_WAV), "INVALID_SAMPLE_RATE", "content"),
-    ("too-long", {"CODEC_MAX_AUDIO_SECONDS": "1"}, _encode(_pcm16(_signal(16000, 1.5)), 16000),
-     "AUDIO_TOO_LONG", "content"),
+    (
+        "too-long",
+        {"CODEC_MAX_AUDIO_SECONDS": "1"},
+        _encode(_pcm16(_signal(16000, 1.5)), 16000),
+        "AUDIO_TOO_LONG",
+        "content",
+    ),
     ("silent-pcm", {}, _encode(bytes(32000), 16000), "SILENT_AUDIO", "content"),
     ("quiet-wav", {}, _encode(_QUIET_WAV), "SILENT_AUDIO", "content"),
     ("quantizers", {}, _decode(2, 8, range(16)), "INVALID_FRAMES", "frames"),
     ("code-count", {}, _decode(2, Q, range(31)), "INVALID_FRAMES", "frames"),
     ("code-range", {}, _decode(2, Q, [5] * 20 + [2048] + [5] * 11), "INVALID_FRAMES", "frames"),
     ("no-frames", {}, _decode(0, Q, []), "INVALID_FRAMES", "frames"),
-    ("too-many-frames", {}, _decode(MAX_FRAMES_PER_REQUEST + 1, Q, [0] * (Q * (MAX_FRAMES_PER_REQUEST + 1))),
-     "INVALID_FRAMES", "frames"),
+    (
+        "too-many-frames",
+        {},
+        _decode(MAX_FRAMES_PER_REQUEST + 1, Q, [0] * (Q * (MAX_FRAMES_PER_REQUEST + 1))),
+        "INVALID_FRAMES",
+        "frames",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("env", "call", "reason", "field"), [case[1:] for case in BAD_REQUESTS],
-                         ids=[case[0] for case in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("env", "call", "reason", "field"), [case[1:] for case in BAD_REQUESTS], ids=[case[0] for case in BAD_REQUESTS]
+)
 async def test_bad_request_is_invalid_argument_with_reason_and_field(tiny_codec, env, call, reason, field):
     rpc, request = call
     async with serve_codec(tiny_codec, **env) as served:
@@ -304,8 +317,9 @@ async def test_bad_request_is_invalid_argument_with_reason_and_field(tiny_codec,
         assert (await served.stub.DescribeCodec(codec_pb2.DescribeCodecRequest(), timeout=10)).num_quantizers == Q
 
 
-@pytest.mark.parametrize("bad", [codec_pb2.Frames(num_quantizers=Q), array_to_frames(np.full((1, Q), 4096))],
-                         ids=["no-frames", "code-range"])
+@pytest.mark.parametrize(
+    "bad", [codec_pb2.Frames(num_quantizers=Q), array_to_frames(np.full((1, Q), 4096))], ids=["no-frames", "code-range"]
+)
 async def test_stream_decode_bad_frames_end_the_stream_and_free_the_slot(served, bad):
     call = served.stub.StreamDecode(timeout=30)
     await call.write(_stream_request(_codes(2, seed=5)))
@@ -324,15 +338,23 @@ async def test_stream_decode_bad_frames_end_the_stream_and_free_the_slot(served,
 async def test_describe_codec(served):
     reply = await served.stub.DescribeCodec(codec_pb2.DescribeCodecRequest(), timeout=10)
     assert (reply.sample_rate_hz, reply.samples_per_frame, reply.num_quantizers, reply.codebook_size) == (
-        24000, SPF, Q, 2048,
+        24000,
+        SPF,
+        Q,
+        2048,
     )
 
 
 async def test_process_exits_2_naming_the_bad_variables():
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEC_")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.codec",
-        cwd=REPO, env={**env, "CODEC_DTYPE": "float64"}, stdout=PIPE, stderr=PIPE,
+        sys.executable,
+        "-m",
+        "services.codec",
+        cwd=REPO,
+        env={**env, "CODEC_DTYPE": "float64"},
+        stdout=PIPE,
+        stderr=PIPE,
     )
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 2

@@ -30,7 +30,7 @@ def _stream(writer: AudioWriter, samples: np.ndarray) -> bytes:
     for size in CHUNKS * 10:
         if start >= len(samples):
             break
-        out.append(writer.write(samples[start:start + size]))
+        out.append(writer.write(samples[start : start + size]))
         start += size
     out.append(writer.finish())
     return b"".join(out)

@@ -13,17 +13,24 @@ from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 
 def _pool(name, model_type, speakers=(), instruct=False):
     model = generator_pb2.DescribeModelResponse(
-        name=name, model_type=model_type, size="0.6B", languages=["english", "chinese"],
-        speakers=[generator_pb2.Speaker(name=s) for s in speakers], supports_instruct=instruct)
+        name=name,
+        model_type=model_type,
+        size="0.6B",
+        languages=["english", "chinese"],
+        speakers=[generator_pb2.Speaker(name=s) for s in speakers],
+        supports_instruct=instruct,
+    )
     return Pool(address=f"{name}:1", channel=None, stub=None, model=model)
 
 
-ROUTER = Router([
-    _pool("cv-small", "custom_voice", ["Vivian", "Ryan"]),
-    _pool("cv-large", "custom_voice", ["Vivian", "Ryan", "Eric"], instruct=True),
-    _pool("design", "voice_design", instruct=True),
-    _pool("base", "base"),
-])
+ROUTER = Router(
+    [
+        _pool("cv-small", "custom_voice", ["Vivian", "Ryan"]),
+        _pool("cv-large", "custom_voice", ["Vivian", "Ryan", "Eric"], instruct=True),
+        _pool("design", "voice_design", instruct=True),
+        _pool("base", "base"),
+    ]
+)
 
 
 def _config(**voice) -> tts_pb2.SynthesisConfig:
@@ -75,18 +82,30 @@ def test_model_by_name():
     assert ROUTER.route(config).model.name == "cv-large"
 
 
-@pytest.mark.parametrize("config, error, reason", [
-    (_config(), InvalidArgument, "VOICE_REQUIRED"),
-    (_config(preset_speaker="nobody"), InvalidArgument, "UNKNOWN_SPEAKER"),
-    (_config(voice_id="preset:cv-small:Eric"), InvalidArgument, "UNKNOWN_SPEAKER"),
-    (_config(voice_id="preset:nope:Vivian"), NotFound, "MODEL_NOT_FOUND"),
-    (tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), model="nope"),
-     NotFound, "MODEL_NOT_FOUND"),
-    (tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), model="design"),
-     InvalidArgument, "MODEL_VOICE_MISMATCH"),
-    (tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(design_description="x"), instruct="y"),
-     InvalidArgument, "INSTRUCT_NOT_SUPPORTED"),
-])
+@pytest.mark.parametrize(
+    "config, error, reason",
+    [
+        (_config(), InvalidArgument, "VOICE_REQUIRED"),
+        (_config(preset_speaker="nobody"), InvalidArgument, "UNKNOWN_SPEAKER"),
+        (_config(voice_id="preset:cv-small:Eric"), InvalidArgument, "UNKNOWN_SPEAKER"),
+        (_config(voice_id="preset:nope:Vivian"), NotFound, "MODEL_NOT_FOUND"),
+        (
+            tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), model="nope"),
+            NotFound,
+            "MODEL_NOT_FOUND",
+        ),
+        (
+            tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="Vivian"), model="design"),
+            InvalidArgument,
+            "MODEL_VOICE_MISMATCH",
+        ),
+        (
+            tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(design_description="x"), instruct="y"),
+            InvalidArgument,
+            "INSTRUCT_NOT_SUPPORTED",
+        ),
+    ],
+)
 def test_refusals(config, error, reason):
     with pytest.raises(error) as raised:
         ROUTER.route(config)

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -21,19 +21,19 @@ import pytest
 import pytest_asyncio
 import torch
 
+from models.qwen3_tts.prompts import ClonePrompt
+from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
+from models.tts import Qwen3TTS
 from qwentts.codec.v1 import codec_pb2
 from qwentts.generator.v1 import generator_pb2 as pb
 from qwentts.generator.v1 import generator_pb2_grpc
-from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
-from models.qwen3_tts.prompts import ClonePrompt
 from services.generator.service import GeneratorConfig, build
-from models.tts import Qwen3TTS
 from shared.audio import prepare_reference_audio
 from shared.config import load_config
 from shared.errors import error_details
 from shared.frames import array_to_frames, frames_to_array
-from tools.random_checkpoints import write_checkpoint
 from tests.helpers import serving
+from tools.random_checkpoints import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_FRAMES = 12
@@ -70,7 +70,9 @@ async def serve():
 
         async def start(checkpoint, **env):
             environ = {"GENERATOR_CHECKPOINT": str(checkpoint), **{f"GENERATOR_{k}": str(v) for k, v in env.items()}}
-            port, _ = await stack.enter_async_context(serving.serve("generator", build, load_config(GeneratorConfig, environ)))
+            port, _ = await stack.enter_async_context(
+                serving.serve("generator", build, load_config(GeneratorConfig, environ))
+            )
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
             stack.push_async_callback(channel.close)
             return generator_pb2_grpc.GeneratorServiceStub(channel)
@@ -214,8 +216,9 @@ async def test_cloned_voices_from_embed_speaker(serve, offline, tiny_base):
     # x-vector only
     voice = pb.ClonedVoice(speaker_embedding=reply.speaker_embedding)
     codes, _ = await generate(stub, ["Hello there, ", "how are you?"], cloned_voice=voice, language="english")
-    expected = offline(tiny_base, "Hello there, how are you?", clone=ClonePrompt(embedding), language="english",
-                       non_streaming=False)
+    expected = offline(
+        tiny_base, "Hello there, how are you?", clone=ClonePrompt(embedding), language="english", non_streaming=False
+    )
     assert np.array_equal(codes, expected)
 
     # in-context: the reference's codes (as the codec service would encode them) and transcript
@@ -236,13 +239,16 @@ async def test_concurrent_streams_each_match_their_own(serve, offline, tiny_cust
     stub = await serve(tiny_custom_voice)
     requests = [("Short one.", 5, "vivian"), (TEXT, 14, "ryan"), ("A medium sentence, here.", 9, "dylan")]
     results = await asyncio.gather(
-        *(generate(stub, [text[:7], text[7:]], speaker=speaker, max_frames=frames)
-          for text, frames, speaker in requests)
+        *(
+            generate(stub, [text[:7], text[7:]], speaker=speaker, max_frames=frames)
+            for text, frames, speaker in requests
+        )
     )
     for (text, frames, speaker), (codes, _) in zip(requests, results):
         assert codes.shape == (frames, 16)
-        assert np.array_equal(codes, offline(tiny_custom_voice, text, speaker=speaker, max_frames=frames,
-                                             non_streaming=False))
+        assert np.array_equal(
+            codes, offline(tiny_custom_voice, text, speaker=speaker, max_frames=frames, non_streaming=False)
+        )
 
 
 # ----- capacity, cancellation, deadlines -----
@@ -308,11 +314,15 @@ async def test_bad_generate_requests(serve, tiny_custom_voice):
         ([config_request(speaker="nobody"), text_request("a")], ("INVALID_SPEAKER", "config.speaker")),
         ([config_request(), text_request("a")], ("INVALID_SPEAKER", "config.speaker")),
         ([config_request(language="klingon", **cv)], ("UNSUPPORTED_LANGUAGE", "config.language")),
-        ([config_request(cloned_voice=pb.ClonedVoice(speaker_embedding=[0.0] * 64), **cv)],
-         ("INVALID_CLONED_VOICE", "config.cloned_voice")),
+        (
+            [config_request(cloned_voice=pb.ClonedVoice(speaker_embedding=[0.0] * 64), **cv)],
+            ("INVALID_CLONED_VOICE", "config.cloned_voice"),
+        ),
         ([config_request(sampling=pb.Sampling(top_p=1.5), **cv)], ("INVALID_SAMPLING", "config.sampling.top_p")),
-        ([config_request(predictor_sampling=pb.Sampling(repetition_penalty=1.1), **cv)],
-         ("INVALID_SAMPLING", "config.predictor_sampling.repetition_penalty")),
+        (
+            [config_request(predictor_sampling=pb.Sampling(repetition_penalty=1.1), **cv)],
+            ("INVALID_SAMPLING", "config.predictor_sampling.repetition_penalty"),
+        ),
         ([config_request(**cv)], ("EMPTY_TEXT", "text")),
         ([config_request(**cv), text_request("x" * 30), text_request("y" * 11)], ("TEXT_TOO_LONG", "text")),
     ]
@@ -329,27 +339,38 @@ async def test_bad_generate_requests(serve, tiny_custom_voice):
 async def test_bad_requests_to_other_models(serve, tiny_small_custom_voice, tiny_voice_design, tiny_base):
     small = await serve(tiny_small_custom_voice)
     assert await generate_error(small, [config_request(speaker="ryan", instruct="happily")]) == (
-        INVALID, "INVALID_INSTRUCT", ["config.instruct"]
+        INVALID,
+        "INVALID_INSTRUCT",
+        ["config.instruct"],
     )
     design = await serve(tiny_voice_design)
     assert await generate_error(design, [config_request(speaker="ryan", instruct="calm")]) == (
-        INVALID, "INVALID_SPEAKER", ["config.speaker"]
+        INVALID,
+        "INVALID_SPEAKER",
+        ["config.speaker"],
     )
     base = await serve(tiny_base)
     voice = pb.ClonedVoice(speaker_embedding=[0.1] * 63)
     # The config alone: the server fails on it, and a text written after that could lose the
     # status to the grpc.aio write race (grpc/grpc#36066).
     assert await generate_error(base, [config_request(cloned_voice=voice)]) == (
-        INVALID, "INVALID_CLONED_VOICE", ["config.cloned_voice"]
+        INVALID,
+        "INVALID_CLONED_VOICE",
+        ["config.cloned_voice"],
     )
     voice = pb.ClonedVoice(speaker_embedding=[0.1] * 64, reference_frames=array_to_frames(np.zeros((3, 16), int)))
     assert await generate_error(base, [config_request(cloned_voice=voice)]) == (
-        INVALID, "INVALID_CLONED_VOICE", ["config.cloned_voice.reference_text"]
+        INVALID,
+        "INVALID_CLONED_VOICE",
+        ["config.cloned_voice.reference_text"],
     )
-    voice = pb.ClonedVoice(speaker_embedding=[0.1] * 64, reference_frames=array_to_frames(np.full((3, 16), 5000)),
-                           reference_text="ref")
+    voice = pb.ClonedVoice(
+        speaker_embedding=[0.1] * 64, reference_frames=array_to_frames(np.full((3, 16), 5000)), reference_text="ref"
+    )
     assert await generate_error(base, [config_request(cloned_voice=voice)]) == (
-        INVALID, "INVALID_CLONED_VOICE", ["config.cloned_voice"]
+        INVALID,
+        "INVALID_CLONED_VOICE",
+        ["config.cloned_voice"],
     )
     audio_cases = [
         (samples(sine(2, 16000), 100), ("INVALID_SAMPLE_RATE", "audio.sample_rate_hz")),
@@ -372,7 +393,9 @@ async def test_bad_requests_to_other_models(serve, tiny_small_custom_voice, tiny
 async def test_describe_model(serve, tiny_custom_voice, tiny_base):
     description = await (await serve(tiny_custom_voice)).DescribeModel(pb.DescribeModelRequest())
     assert (description.name, description.model_type, description.size) == (
-        tiny_custom_voice.name, "custom_voice", "1.7B"
+        tiny_custom_voice.name,
+        "custom_voice",
+        "1.7B",
     )
     assert description.languages[0] == "auto" and "english" in description.languages
     assert "sichuan_dialect" not in description.languages
@@ -401,12 +424,22 @@ def test_a_dead_engine_loop_turns_health_off_and_exits_non_zero(tiny_custom_voic
     from deploy.local import grpc_serving, pick_ports
 
     port = pick_ports("free")["base"]
-    env = {**os.environ, "GENERATOR_CHECKPOINT": str(tiny_custom_voice), "GENERATOR_PORT": str(port),
-           "GRPC_DRAIN_SECONDS": "2", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "GENERATOR_CHECKPOINT": str(tiny_custom_voice),
+        "GENERATOR_PORT": str(port),
+        "GRPC_DRAIN_SECONDS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
     log_path = tmp_path / "generator.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "tests.helpers.broken_generator"], cwd=REPO, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.broken_generator"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         address = f"127.0.0.1:{port}"
         for _ in range(600):

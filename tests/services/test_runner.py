@@ -12,8 +12,8 @@ import pytest_asyncio
 
 from models.engine.engine import FinishReason
 from models.qwen3_tts.prompts import plan_prompt
-from services.generator.runner import EngineRunner, RunnerLimits
 from models.tts import Qwen3TTS
+from services.generator.runner import EngineRunner, RunnerLimits
 from shared.errors import ResourceExhausted
 
 TEXTS = ["hello world, this is a test", "short", "another sentence of text here"]
@@ -26,8 +26,7 @@ def tts(tiny_custom_voice):
 
 
 def greedy(tts, **overrides):
-    return tts.sampling(**{"do_sample": False, "subtalker_do_sample": False, "max_new_tokens": MAX_TOKENS,
-                           **overrides})
+    return tts.sampling(**{"do_sample": False, "subtalker_do_sample": False, "max_new_tokens": MAX_TOKENS, **overrides})
 
 
 def plan(tts):
@@ -56,8 +55,16 @@ async def collect(stream):
 
 @pytest.mark.asyncio
 async def test_concurrent_streams_match_the_whole_utterance_api(tts, make_runner):
-    expected = tts.generate(TEXTS, speaker="ryan", language="english", non_streaming=False, decode=False,
-                            do_sample=False, subtalker_do_sample=False, max_new_tokens=MAX_TOKENS)
+    expected = tts.generate(
+        TEXTS,
+        speaker="ryan",
+        language="english",
+        non_streaming=False,
+        decode=False,
+        do_sample=False,
+        subtalker_do_sample=False,
+        max_new_tokens=MAX_TOKENS,
+    )
     runner = await make_runner()
     streams = []
     for text in TEXTS:
@@ -85,8 +92,16 @@ async def test_first_frame_arrives_before_the_last_text(tts, make_runner):
     stream.add_text(ids[2:])
     stream.close_text()
     frames = [first] + [f async for f in stream]
-    [expected] = tts.generate([TEXTS[2]], speaker="ryan", language="english", non_streaming=False, decode=False,
-                              do_sample=False, subtalker_do_sample=False, max_new_tokens=MAX_TOKENS)
+    [expected] = tts.generate(
+        [TEXTS[2]],
+        speaker="ryan",
+        language="english",
+        non_streaming=False,
+        decode=False,
+        do_sample=False,
+        subtalker_do_sample=False,
+        max_new_tokens=MAX_TOKENS,
+    )
     assert np.array_equal(np.stack(frames), expected.codes.numpy())
 
 

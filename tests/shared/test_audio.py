@@ -149,11 +149,11 @@ def test_resample_is_bit_identical_to_librosa_soxr_hq(reference, tmp_path):
     script = f"""
 import numpy as np, librosa
 cases = {RESAMPLE_CASES!r}
-data = np.load({str(tmp_path / 'in.npz')!r})
+data = np.load({str(tmp_path / "in.npz")!r})
 out = {{}}
 for i, (orig, target, n) in enumerate(cases):
     out[f"y{{i}}"] = librosa.resample(y=data[f"x{{i}}"], orig_sr=orig, target_sr=target, res_type="soxr_hq")
-np.savez({str(tmp_path / 'out.npz')!r}, **out)
+np.savez({str(tmp_path / "out.npz")!r}, **out)
 """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([str(reference.python), "-c", script], check=True, timeout=300, env=env, cwd=ROOT)

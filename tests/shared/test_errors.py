@@ -13,8 +13,8 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from qwentts.v1 import voices_pb2
 from models.qwen3_tts.prompts import PromptError
+from qwentts.v1 import voices_pb2
 from shared.errors import (
     DOMAIN,
     ErrorInterceptor,
@@ -110,9 +110,11 @@ async def served():
             "Bidi": grpc.stream_stream_rpc_method_handler(handlers.bidi),
             # Protobuf requests, to send malformed bytes to.
             "Parsed": grpc.unary_unary_rpc_method_handler(
-                handlers.parsed, request_deserializer=voices_pb2.GetVoiceRequest.FromString),
+                handlers.parsed, request_deserializer=voices_pb2.GetVoiceRequest.FromString
+            ),
             "ParsedBidi": grpc.stream_stream_rpc_method_handler(
-                handlers.parsed_bidi, request_deserializer=voices_pb2.GetVoiceRequest.FromString),
+                handlers.parsed_bidi, request_deserializer=voices_pb2.GetVoiceRequest.FromString
+            ),
         },
     )
     server = grpc.aio.server(interceptors=[ErrorInterceptor()])
@@ -320,11 +322,15 @@ async def test_from_rpc_error_forwards_reason_and_renames_fields(served):
     from shared.errors import from_rpc_error
 
     channel, _ = served
-    error = from_rpc_error(await call_failing(channel, b"invalid"), "the backend",
-                           {"config.language": "config.voice.language"})
+    error = from_rpc_error(
+        await call_failing(channel, b"invalid"), "the backend", {"config.language": "config.voice.language"}
+    )
     assert isinstance(error, InvalidArgument)
-    assert (error.reason, error.message, error.metadata) == ("INVALID_ARGUMENT", "text must not be empty",
-                                                           {"maxChars": "4096"})
+    assert (error.reason, error.message, error.metadata) == (
+        "INVALID_ARGUMENT",
+        "text must not be empty",
+        {"maxChars": "4096"},
+    )
     assert [f for f, _ in error.violations] == ["input.text", "config.voice.language"]
 
 

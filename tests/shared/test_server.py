@@ -73,9 +73,7 @@ async def test_reflection_lists_services(dummy_server):
 async def test_oversized_message_rejected_and_server_keeps_serving(dummy_server):
     _, port = dummy_server  # the fixture's limit is 1024 bytes
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo = channel.unary_unary(
-            dummy_service.ECHO, request_serializer=_identity, response_deserializer=_identity
-        )
+        echo = channel.unary_unary(dummy_service.ECHO, request_serializer=_identity, response_deserializer=_identity)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await echo(b"x" * 2048, timeout=5)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -24,6 +24,7 @@ from shared.telemetry import (
 )
 from tests.helpers import dummy_service
 
+
 def _identity(data: bytes) -> bytes:
     return data
 
@@ -46,9 +47,7 @@ async def traced(tracing):
     server.add_service(dummy_service.add_dummy, None, dummy_service.SERVICE)
     port = await server.start()
     exporter.clear()
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{port}", interceptors=client_interceptors(tracer_provider=provider)
-    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=client_interceptors(tracer_provider=provider))
     try:
         yield channel, exporter
     finally:
@@ -74,9 +73,7 @@ def _assert_one_trace(client, server):
 @pytest.mark.asyncio
 async def test_unary_call_is_one_trace(traced):
     channel, exporter = traced
-    echo = channel.unary_unary(
-        dummy_service.ECHO, request_serializer=_identity, response_deserializer=_identity
-    )
+    echo = channel.unary_unary(dummy_service.ECHO, request_serializer=_identity, response_deserializer=_identity)
     assert await echo(b"hi", timeout=5) == b"hi"
     _assert_one_trace(*_client_and_server_span(exporter, dummy_service.ECHO))
 
@@ -84,9 +81,7 @@ async def test_unary_call_is_one_trace(traced):
 @pytest.mark.asyncio
 async def test_server_streaming_async_generator_is_one_trace(traced):
     channel, exporter = traced
-    count = channel.unary_stream(
-        dummy_service.COUNT, request_serializer=_identity, response_deserializer=_identity
-    )
+    count = channel.unary_stream(dummy_service.COUNT, request_serializer=_identity, response_deserializer=_identity)
     assert [m async for m in count(b"3,0", timeout=5)] == [b"0", b"1", b"2"]
     client, server = _client_and_server_span(exporter, dummy_service.COUNT)
     _assert_one_trace(client, server)
@@ -96,9 +91,7 @@ async def test_server_streaming_async_generator_is_one_trace(traced):
 @pytest.mark.asyncio
 async def test_bidi_async_generator_is_one_trace(traced):
     channel, exporter = traced
-    upper = channel.stream_stream(
-        dummy_service.UPPER, request_serializer=_identity, response_deserializer=_identity
-    )
+    upper = channel.stream_stream(dummy_service.UPPER, request_serializer=_identity, response_deserializer=_identity)
     assert [m async for m in upper(iter([b"a", b"b"]), timeout=5)] == [b"A", b"B"]
     _assert_one_trace(*_client_and_server_span(exporter, dummy_service.UPPER))
 
@@ -123,9 +116,7 @@ async def test_handler_log_line_carries_trace_id(traced):
     stream = io.StringIO()
     handler = setup_logging("test", stream=stream)
     try:
-        echo = channel.unary_unary(
-            dummy_service.ECHO, request_serializer=_identity, response_deserializer=_identity
-        )
+        echo = channel.unary_unary(dummy_service.ECHO, request_serializer=_identity, response_deserializer=_identity)
         await echo(b"hi", timeout=5)
     finally:
         logging.getLogger().removeHandler(handler)

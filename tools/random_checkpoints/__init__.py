@@ -323,9 +323,7 @@ def _byte_symbols() -> list[str]:
     With this order "\\n" (byte 10) gets id 198 and " " (byte 32) the symbol "Ġ", as in Qwen2.
     """
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     table = {b: chr(b) for b in printable}
     shift = 0
@@ -760,7 +758,9 @@ def main_tensor_specs(config: dict):
     if p["hidden_size"] != hidden:
         specs += _linear("talker.code_predictor.small_to_mtp_projection", p["hidden_size"], hidden, bias=True)
     for j in range(groups - 1):
-        specs += [(f"talker.code_predictor.model.codec_embedding.{j}.weight", (p["vocab_size"], hidden), ("normal", 1.0))]
+        specs += [
+            (f"talker.code_predictor.model.codec_embedding.{j}.weight", (p["vocab_size"], hidden), ("normal", 1.0))
+        ]
     specs += _qwen3_layers("talker.code_predictor.model", p, p["hidden_size"])
     for j in range(groups - 1):
         specs += _linear(f"talker.code_predictor.lm_head.{j}", p["vocab_size"], p["hidden_size"])
@@ -787,13 +787,22 @@ def _decoder_specs(cfg: dict):
             c = f"{q}.{name}.vq.layers.{j}._codebook"
             specs += [
                 (f"{c}.cluster_usage", (cfg["codebook_size"],), ("codebook_usage",)),
-                (f"{c}.embedding_sum", (cfg["codebook_size"], half), ("codebook_sum", _CODEBOOK_STD_DECODER, f"{c}.cluster_usage")),
+                (
+                    f"{c}.embedding_sum",
+                    (cfg["codebook_size"], half),
+                    ("codebook_sum", _CODEBOOK_STD_DECODER, f"{c}.cluster_usage"),
+                ),
             ]
     latent, hidden = cfg["latent_dim"], cfg["hidden_size"]
     specs += _conv("decoder.pre_conv.conv", latent, cb, 3)
     pt = "decoder.pre_transformer"
     specs += _linear(f"{pt}.input_proj", hidden, latent, bias=True)
-    heads, kv, hd, inter = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["intermediate_size"]
+    heads, kv, hd, inter = (
+        cfg["num_attention_heads"],
+        cfg["num_key_value_heads"],
+        cfg["head_dim"],
+        cfg["intermediate_size"],
+    )
     for i in range(cfg["num_hidden_layers"]):
         p = f"{pt}.layers.{i}"
         specs += [(f"{p}.input_layernorm.weight", (hidden,), _NORM)]
@@ -832,7 +841,10 @@ def _decoder_specs(cfg: dict):
             specs += _conv(f"{r}.conv2.conv", c_out, c_out, 1, gain=0.5)
     n = len(cfg["upsample_rates"])
     out_dim = dim // 2**n
-    specs += [(f"decoder.decoder.{n + 1}.alpha", (out_dim,), _SNAKE), (f"decoder.decoder.{n + 1}.beta", (out_dim,), _SNAKE)]
+    specs += [
+        (f"decoder.decoder.{n + 1}.alpha", (out_dim,), _SNAKE),
+        (f"decoder.decoder.{n + 1}.beta", (out_dim,), _SNAKE),
+    ]
     specs += _conv(f"decoder.decoder.{n + 2}.conv", 1, out_dim, 7, gain=_DECODER_OUT_GAIN)
     return specs
 
@@ -887,7 +899,11 @@ def _mimi_specs(cfg: dict):
             specs += [
                 (f"{c}.initialized", (1,), ("const", 1.0)),
                 (f"{c}.cluster_usage", (cfg["codebook_size"],), ("codebook_usage",)),
-                (f"{c}.embed_sum", (cfg["codebook_size"], cdim), ("codebook_sum", _MIMI_CODEBOOK_STD, f"{c}.cluster_usage")),
+                (
+                    f"{c}.embed_sum",
+                    (cfg["codebook_size"], cdim),
+                    ("codebook_sum", _MIMI_CODEBOOK_STD, f"{c}.cluster_usage"),
+                ),
             ]
         if vq != hidden:
             specs += _conv(f"{p}.input_proj", vq, hidden, 1, bias=False)

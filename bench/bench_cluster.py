@@ -32,10 +32,11 @@ import numpy as np
 from bench.bench_model import TEXT, checkpoint
 from bench.report import machine, write_section
 from deploy.local import LocalCluster
+from models.engine.engine import SchedulerLimits
 from models.qwen3_tts.prompts import plan_prompt
 from models.tts import Qwen3TTS
 from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
-from services.generator.runner import EngineRunner, RunnerLimits
+from services.generator.runner import EngineRunner
 from tools.random_checkpoints import default_checkpoint
 
 SCHEDULE = (1, 2, 4, 8)
@@ -110,7 +111,7 @@ def summarize(rounds, streams: int, frames: int) -> dict:
 
 async def measure_in_process(path, concurrency, frames, rounds) -> dict:
     tts = Qwen3TTS.from_pretrained(path)
-    runner = EngineRunner(tts.new_engine(), RunnerLimits(max_active=max(concurrency), max_queued=0))
+    runner = EngineRunner(tts.new_engine(SchedulerLimits(slots=max(concurrency))), max_queued=0)
     runner.start()
     try:
         await in_process_round(tts, runner, 1, 2)  # warm-up

@@ -17,13 +17,23 @@ import torch
 from torch import nn
 
 
-def packing_supported(dtype: torch.dtype, device: torch.device) -> bool:
+def preferred_dtype(device: str) -> str:
+    """The faster dtype on `device`: bfloat16 on CUDA, and on a CPU that computes bfloat16 in
+    hardware (AVX512-BF16 or AMX, where oneDNN's packed kernels read half the bytes of float32);
+    float32 elsewhere (on an AVX2-only CPU bfloat16 is converted in software and measured slower)."""
+    if device == "cuda":
+        return "bfloat16"
+    return "bfloat16" if native_bf16(torch.device(device)) else "float32"
+
+
+def native_bf16(device: torch.device) -> bool:
     return (
-        device.type == "cpu"
-        and dtype == torch.bfloat16
-        and torch.backends.mkldnn.is_available()
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
+
+
+def packing_supported(dtype: torch.dtype, device: torch.device) -> bool:
+    return dtype == torch.bfloat16 and native_bf16(device)
 
 
 class PackedLinear(nn.Module):

@@ -17,10 +17,10 @@ import torch
 
 from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_json, read_safetensors
 from models.cpu_kernels import pack_linears, packing_supported
-from models.engine.engine import Engine, FinishReason
-from models.engine.sampling import SamplingParams
+from models.engine.engine import Engine, FinishReason, SchedulerLimits
+from models.engine.sampler import SamplingParams
 from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig
-from models.qwen3_tts.modeling_qwen3_tts import Talker
+from models.qwen3_tts.modeling_qwen3_tts import Qwen3TTSTalker
 from models.qwen3_tts.modeling_speaker_encoder import SpeakerEncoder
 from models.qwen3_tts.prompts import ClonePrompt, PromptError, TextTokenizer, plan_prompt
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
@@ -39,7 +39,7 @@ class Qwen3TTS:
         self,
         path: Path,
         config: Qwen3TTSConfig,
-        talker: Talker,
+        talker: Qwen3TTSTalker,
         speaker_encoder: SpeakerEncoder | None,
         tokenizer: TextTokenizer,
         codec: SpeechTokenizer | None,
@@ -68,9 +68,10 @@ class Qwen3TTS:
         if stray:
             raise CheckpointError(f"{weights_path}: unexpected tensors {', '.join(map(repr, stray[:5]))}")
 
-        talker = Talker(config.talker)
+        talker = Qwen3TTSTalker(config.talker)
         load_module_weights(talker, tensors, "talker.", weights_path)
         talker.to(device=device, dtype=dtype).eval()
+        talker.fuse()
         if packing_supported(dtype, torch.device(device)):
             pack_linears(talker)
         speaker_encoder = None
@@ -96,7 +97,7 @@ class Qwen3TTS:
     def device(self) -> torch.device:
         return next(self.talker.parameters()).device
 
-    def new_engine(self) -> Engine:
+    def new_engine(self, limits: SchedulerLimits = SchedulerLimits(), *, use_graphs: bool = False) -> Engine:
         c = self.config
         return Engine(
             self.talker,
@@ -104,6 +105,8 @@ class Qwen3TTS:
             bos_id=c.talker.codec_bos_id,
             eos_id=c.talker.codec_eos_token_id,
             text_ids={"tts_pad": c.tts_pad_token_id, "tts_bos": c.tts_bos_token_id, "tts_eos": c.tts_eos_token_id},
+            limits=limits,
+            use_graphs=use_graphs,
         )
 
     def sampling(self, **overrides) -> SamplingParams:
@@ -154,7 +157,7 @@ class Qwen3TTS:
             _per_text(v, n, name) for v, name in ((language, "language"), (speaker, "speaker"), (instruct, "instruct"))
         )
         params = self.sampling(**sampling)
-        engine = self.new_engine()
+        engine = self.new_engine(SchedulerLimits(slots=n))
         sessions = []
         for text, lang, spk, ins in zip(texts, languages, speakers, instructs):
             plan = plan_prompt(
@@ -174,8 +177,8 @@ class Qwen3TTS:
             engine.step()
         utterances = []
         for session in sessions:
-            codes = torch.stack(session.frames) if session.frames else torch.zeros(0, 16, dtype=torch.long)
-            utterances.append(Utterance(codes.cpu(), None, session.finish_reason))
+            codes = np.stack(session.frames) if session.frames else np.zeros((0, 16), dtype=np.int64)
+            utterances.append(Utterance(torch.from_numpy(codes), None, session.finish_reason))
         if decode:
             self._decode(utterances, clone)
         return utterances

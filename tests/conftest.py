@@ -16,6 +16,7 @@ Deselect with `-m "not reference"` / `-m "not slow"`. See docs/testing.md.
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -24,6 +25,10 @@ from tests.helpers.oracle_client import ReferenceOracle, ensure_reference_env
 from tools.random_checkpoints import write_checkpoint, write_codec_checkpoint
 
 REAL_WIDTH_SIZES = ("0.6b", "1.7b")
+
+# Service processes started by the tests (LocalCluster inherits this environment) run the models
+# in float32, the dtype in which their output equals the offline API's and the reference's.
+os.environ.setdefault("GENERATOR_DTYPE", "float32")
 
 
 def pytest_collection_modifyitems(config, items):

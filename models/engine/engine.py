@@ -1,148 +1,153 @@
 """Incremental, batched generation: the serving core of the generator.
 
 A `Session` is one utterance. Its text arrives in token chunks (`add_text`) until `close_text`;
-frames (16 codes, 80 ms of audio each) come out as they are produced. `Engine.step()` advances
-every session that can make progress by one position in a single batched talker pass (sessions
-whose prompt is still being fed are prefilled on their own), then expands every new codebook-0
-code into a full frame in one batched code-predictor pass. Sessions join and leave between steps;
-each keeps its own KV cache, so nothing is ever recomputed.
+frames (16 codes, 80 ms of audio each) come out as they are produced. `Engine.step()` asks the
+scheduler what runs (scheduler.py), has the model runner feed it in one batched pass and expand
+every new codebook-0 code into a full frame (model_runner.py, sampler.py), and turns the frames
+that reach the host into outputs. Sessions join and leave between steps.
 
-A session whose text has run out before its input was closed is not stepped: it waits for more
-text instead of being pushed towards an early end of speech. (Feeding padding there would tell
-the model the text is over.)
-
-Threads: `step` runs on one engine thread. `add_text`, `close_text` and `cancel` may come from
-another thread (the gRPC event loop) while a step runs: they only touch state under the engine's
-lock, `step` works from a snapshot taken under it, and frames of a session cancelled mid-step are
-dropped. `start` computes the prompt embeddings, so call it off the event loop.
+The engine is used from one thread (the service's model thread, or the caller of the offline API):
+it keeps no lock. A step that fails is retried one session at a time, and only the sessions whose
+own step fails end (FinishReason.ERROR); the others go on as if nothing happened.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
-import threading
-from dataclasses import dataclass, field
+import logging
+import secrets
+import time
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from models.qwen3_tts.prompts import PromptPlan
+from models.qwen3_tts.modeling_qwen3_tts import Qwen3TTSTalker
+from models.qwen3_tts.prompts import ClonePrompt, PromptPlan
 
-from .kv_cache import RaggedBatchCache
-from .sampling import SamplingParams, choose, predictor_scores, suppressed_ids, talker_scores
+from .model_runner import TEXT_EOS, TEXT_PAD, TEXT_TOKEN, DecodeRow, ModelRunner, Prefill
+from .sampler import SamplingParams
+from .scheduler import FinishReason, Plan, Run, Scheduler, SchedulerLimits, Session
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ContextTooLong", "Engine", "FinishReason", "SchedulerLimits", "Session", "StepOutput"]
 
 
-class FinishReason(str, enum.Enum):
-    EOS = "eos"  # the model ended the utterance
-    LENGTH = "length"  # max_new_tokens codes were generated
-    BUDGET = "budget"  # stopped by the caller's runaway guard (more frames than the text warrants)
-    CANCELLED = "cancelled"
-
-
-@dataclass
-class Session:
-    id: int
-    params: SamplingParams
-    prefix: torch.Tensor | None  # (P, hidden) inputs before the zipped streams; None once fed
-    template: list[torch.Tensor]  # codec-track vectors before the first generated frame
-    text_ids: list[int]  # the text stream's tokens: reference transcript, then target text
-    ref_text_len: int
-    generator: torch.Generator | None
-    closed: bool = False
-    codec: list[torch.Tensor] | None = None  # the codec stream, once it is known
-    fed: int = 0  # stream positions fed to the talker
-    cache: object = None
-    codes0: list[int] = field(default_factory=list)  # codebook-0 history (for the penalty)
-    frames: list[torch.Tensor] = field(default_factory=list)
-    finish_reason: FinishReason | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def text_consumed(self) -> int:
-        """How many target-text tokens the talker has read so far."""
-        return max(0, min(self.fed, len(self.text_ids)) - self.ref_text_len)
+class ContextTooLong(ValueError):
+    """A prompt (and, in non-streaming mode, its text) that leaves no room for a frame in a slot."""
 
 
 @dataclass
 class StepOutput:
     session: Session
-    frame: torch.Tensor | None  # (16,) int64, or None when the session only finished
+    frame: np.ndarray | None  # (16,) int64, or None when the session only finished
     finished: bool
 
 
 class Engine:
-    def __init__(self, talker, *, pad_id: int, bos_id: int, eos_id: int, text_ids: dict[str, int]):
-        """`talker`: a loaded modeling.Talker; `text_ids`: the tts_pad/tts_bos/tts_eos token ids."""
+    def __init__(
+        self,
+        talker: Qwen3TTSTalker,
+        *,
+        pad_id: int,
+        bos_id: int,
+        eos_id: int,
+        text_ids: dict[str, int],
+        limits: SchedulerLimits = SchedulerLimits(),
+        use_graphs: bool = False,
+    ):
+        """`talker`: a loaded (and fused) Qwen3TTSTalker; `text_ids`: the tts_pad/tts_bos/tts_eos
+        token ids."""
         self.talker = talker
-        param = next(talker.parameters())
-        self.dtype, self.device = param.dtype, param.device
-        self.codec_pad_id, self.codec_bos_id, self.eos_id = pad_id, bos_id, eos_id
-        self.suppressed = suppressed_ids(talker.config.vocab_size, eos_id, self.device)
+        self.scheduler = Scheduler(limits)
+        self.runner = ModelRunner(
+            talker,
+            slots=limits.slots,
+            max_positions=limits.max_positions,
+            eos_id=eos_id,
+            text_ids=text_ids,
+            use_graphs=use_graphs,
+        )
+        self.device, self.dtype = self.runner.device, self.runner.dtype
+        self.eos_id = eos_id
         with torch.inference_mode():
             ids = torch.tensor([[text_ids["tts_bos"], text_ids["tts_eos"], text_ids["tts_pad"]]], device=self.device)
             self.tts_bos, self.tts_eos, self.tts_pad = talker.embed_text(ids)[0]
             self.codec_bos = talker.embed_codec(torch.tensor(bos_id, device=self.device))
             self.codec_pad = talker.embed_codec(torch.tensor(pad_id, device=self.device))
-        self.sessions: dict[int, Session] = {}
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
 
-    # ----- session lifecycle (may be called from other threads) -----
+    # ----- sessions -----
+
+    @property
+    def sessions(self) -> list[Session]:
+        """Every session not finished: running, then waiting for a slot."""
+        return [*self.scheduler.running, *self.scheduler.waiting]
+
+    @property
+    def active(self) -> int:
+        return len(self.scheduler.running) + len(self.scheduler.waiting)
 
     @torch.inference_mode()
-    def start(self, plan: PromptPlan, params: SamplingParams) -> Session:
-        """A new session; raises ValueError for inputs that would fail inside a step."""
+    def start(self, plan: PromptPlan, params: SamplingParams, *, trace_id: str | None = None) -> Session:
+        """A new session, waiting for a slot; ValueError for inputs that would fail inside a step."""
         params.validate()
         if plan.clone is not None:
             self.check_clone(plan.clone)
         self.check_text_ids(plan.instruct_ids + plan.role_ids + plan.ref_text_ids)
-        prefix = self._prefix(plan)
-        template = [self.codec_bos]
+        self.check_context(plan, 0)
+        ref = [self.codec_bos[None]]
         if plan.clone is not None and plan.clone.in_context:
-            ref_frames = plan.clone.ref_codes.to(self.device)
-            template += list(self.talker.embed_frames(ref_frames))
+            ref.append(self.talker.embed_frames(plan.clone.ref_codes.to(self.device)))
         session = Session(
             id=next(self._ids),
             params=params,
-            prefix=prefix,
-            template=template,
+            seed=params.seed if params.seed is not None else secrets.randbits(63),
+            prefix=self._prefix(plan),
+            template=None,
             text_ids=list(plan.ref_text_ids),
             ref_text_len=len(plan.ref_text_ids),
-            generator=params.make_generator(self.device),
-            cache=self.talker.new_cache(dtype=self.dtype, device=self.device),
+            non_streaming=plan.non_streaming,
+            ref_template=torch.cat(ref),
+            trace_id=trace_id,
         )
         if not plan.non_streaming:
-            session.codec = list(template)
-        with self._lock:
-            self.sessions[session.id] = session
+            session.template = session.ref_template
+        self.scheduler.add(session)
         return session
+
+    def check_context(self, plan: PromptPlan, text_tokens: int) -> None:
+        """ValueError if the prompt (with `text_tokens` of text, in non-streaming mode) leaves no
+        room in a slot for a frame; the scheduler would end such a session at once (LENGTH)."""
+        if plan.prompt_length(text_tokens) >= self.scheduler.limits.max_positions:
+            raise ContextTooLong(
+                f"the prompt and text take {plan.prompt_length(text_tokens)} positions; this generator "
+                f"keeps {self.scheduler.limits.max_positions} per utterance (GENERATOR_MAX_POSITIONS)"
+            )
 
     def add_text(self, session: Session, token_ids: list[int]) -> None:
         self.check_text_ids(token_ids)
-        with self._lock:
-            if session.closed:
-                raise ValueError("text was added after the input was closed")
-            session.text_ids.extend(token_ids)
+        if session.closed:
+            raise ValueError("text was added after the input was closed")
+        session.text_ids.extend(token_ids)
 
     def close_text(self, session: Session) -> None:
-        with self._lock:
-            session.closed = True
+        session.closed = True
+        if session.non_streaming and session.template is None:
+            pads = self.codec_pad.expand(len(session.text_ids) + 1, -1)
+            session.template = torch.cat([pads, session.ref_template])
 
     def cancel(self, session: Session, reason: FinishReason = FinishReason.CANCELLED) -> None:
-        """End a session now and free its cache (mid-step: when the step ends)."""
-        self._finish(session, reason)
+        """End a session now and free its slot."""
+        if not session.finished:
+            session.finish_reason = reason
+            self.scheduler.remove(session)
 
-    def can_progress(self) -> bool:
-        """Whether a step would do any work (some session has input it can feed)."""
-        with self._lock:
-            return any(s.prefix is not None or self._ready_positions(s) > 0 for s in self.sessions.values())
-
-    @property
-    def active(self) -> int:
-        return len(self.sessions)
+    def has_work(self) -> bool:
+        """Whether a step would do any work (some session has input it can feed, or waits for a
+        slot that is free)."""
+        return self.scheduler.can_admit or bool(self.scheduler.plan())
 
     def check_text_ids(self, token_ids: list[int]) -> None:
         vocab = self.talker.config.text_vocab_size
@@ -150,7 +155,7 @@ class Engine:
         if bad:
             raise ValueError(f"token id {bad[0]} is outside the text vocabulary [0, {vocab})")
 
-    def check_clone(self, clone) -> None:
+    def check_clone(self, clone: ClonePrompt) -> None:
         embedding = clone.speaker_embedding
         hidden = self.talker.config.hidden_size
         if embedding.shape != (hidden,):
@@ -166,149 +171,154 @@ class Engine:
             if codes.min() < 0 or codes.max() >= codebook:
                 raise ValueError(f"reference codes are outside [0, {codebook})")
 
-    # ----- stepping (engine thread) -----
+    # ----- stepping -----
 
-    @torch.inference_mode()
     def step(self) -> list[StepOutput]:
-        """Advance every session that can progress; returns the frames produced and the sessions
-        that finished. Returns [] when no session can progress (all waiting for text)."""
-        with self._lock:
-            work = [(s, self._ready_positions(s)) for s in list(self.sessions.values())]
-            work = [(s, n) for s, n in work if n > 0 or s.prefix is not None]
-            batched = [s for s, n in work if n == 1 and s.prefix is None]
-            alone = [(s, n) for s, n in work if not (n == 1 and s.prefix is None)]
-            inputs = {s.id: self._inputs(s, n) for s, n in work}
-            # Held for the whole step: a concurrent cancel() drops the session's reference, and
-            # the memory goes when this step lets go of it.
-            caches = {s.id: s.cache for s, _ in work}
-
-        sampled: list[tuple[Session, torch.Tensor]] = []
-        for session, n in alone:
-            hidden = self._run_talker([session], inputs[session.id].unsqueeze(0), caches)
-            session.fed += n
-            if self._wants_logits(session):
-                sampled.append((session, hidden[0, -1]))
-        if batched:
-            hidden = self._run_talker(batched, torch.stack([inputs[s.id] for s in batched]), caches)
-            for b, session in enumerate(batched):
-                session.fed += 1
-                if self._wants_logits(session):
-                    sampled.append((session, hidden[b, -1]))
-        outputs = self._sample_and_expand(sampled)
-        # A session ended by cancel() while this step ran gets nothing more.
-        return [o for o in outputs if o.session.finish_reason not in (FinishReason.CANCELLED, FinishReason.BUDGET)]
-
-    def _ready_positions(self, s: Session) -> int:
-        """How many stream positions of `s` can be fed now (text and codec both known)."""
-        if s.finished:
-            return 0
-        if s.codec is None:  # non-streaming: the codec stream is known once the text is complete
-            if not s.closed:
-                return 0
-            s.codec = [self.codec_pad] * (len(s.text_ids) + 1) + s.template
-        text_known = float("inf") if s.closed else len(s.text_ids)
-        return int(min(text_known, len(s.codec))) - s.fed
-
-    def _text_vector(self, s: Session, j: int, projected: dict) -> torch.Tensor:
-        if j < len(s.text_ids):
-            return projected[j]
-        return self.tts_eos if j == len(s.text_ids) else self.tts_pad
-
-    def _inputs(self, s: Session, n: int) -> torch.Tensor:
-        """Input vectors (T, hidden) for the prefix (if not fed yet) and the next `n` positions."""
-        positions = range(s.fed, s.fed + n)
-        token_positions = [j for j in positions if j < len(s.text_ids)]
-        projected = {}
-        if token_positions:
-            ids = torch.tensor([s.text_ids[j] for j in token_positions], device=self.device)
-            projected = dict(zip(token_positions, self.talker.embed_text(ids)))
-        rows = [self._text_vector(s, j, projected) + s.codec[j] for j in positions]
-        parts = ([s.prefix] if s.prefix is not None else []) + ([torch.stack(rows)] if rows else [])
-        s.prefix = None
-        return torch.cat(parts)
-
-    def _wants_logits(self, s: Session) -> bool:
-        """Whether the last fed position ends the known codec stream (template or generated
-        frames): its output is then the next codebook-0 code."""
-        return s.codec is not None and s.fed == len(s.codec) and not s.finished
-
-    def _run_talker(self, sessions: list[Session], inputs: torch.Tensor, caches: dict) -> torch.Tensor:
-        batch_cache = RaggedBatchCache([caches[s.id] for s in sessions])
-        start = torch.tensor([c.length for c in batch_cache.caches], device=self.device)
-        positions = start[:, None] + torch.arange(inputs.shape[1], device=self.device)
-        return self.talker.forward_step(inputs, positions, batch_cache)
-
-    def _sample_and_expand(self, sampled) -> list[StepOutput]:
-        if not sampled:
-            return []
-        hidden = torch.stack([h for _, h in sampled])
-        logits = self.talker.codec_head(hidden)
-        outputs, expand = [], []
-        for (session, h), row in zip(sampled, logits):
-            scores = talker_scores(row, session.codes0, session.params, self.eos_id, self.suppressed)
-            code = choose(scores, session.params.do_sample, session.generator)
-            session.codes0.append(code)
-            if code == self.eos_id:
-                self._finish(session, FinishReason.EOS)
-            elif len(session.codes0) >= session.params.max_new_tokens:
-                # The last code is never expanded, matching the reference's frame count.
-                self._finish(session, FinishReason.LENGTH)
-            else:
-                expand.append((session, h, code))
-                continue
-            outputs.append(StepOutput(session, None, True))
-        if expand:
-            frames = self._predict_frames(expand)
-            frame_inputs = self.talker.embed_frames(frames)
-            for (session, _, _), frame, vector in zip(expand, frames, frame_inputs):
-                session.frames.append(frame)
-                session.codec.append(vector)
-                outputs.append(StepOutput(session, frame, False))
+        """Advance every session that can progress by one step; returns the frames produced and
+        the sessions that finished ([] when nothing can progress)."""
+        outputs = [StepOutput(s, None, True) for s in self._admit()]
+        plan = self.scheduler.plan()
+        if not plan:
+            return outputs
+        try:
+            return outputs + self._run(plan)
+        except Exception:
+            log.exception("a step of %d sessions failed; running each alone", len(plan.decode) + len(plan.prompts))
+        for part in plan.alone():
+            try:
+                outputs += self._run(part)
+            except Exception:
+                (session,) = part.decode or [run.session for run in part.prompts]
+                log.exception(
+                    "session %d failed in its step and ends",
+                    session.id,
+                    extra={"trace_id": session.trace_id} if session.trace_id else None,
+                )
+                outputs.append(self._finish(session, FinishReason.ERROR))
         return outputs
 
-    def _predict_frames(self, expand) -> torch.Tensor:
-        """Codebooks 1..15 for each (session, talker hidden, codebook-0 code): frames (B, 16)."""
-        predictor = self.talker.code_predictor
-        sessions = [s for s, _, _ in expand]
-        codes = torch.tensor([[c] for _, _, c in expand], device=self.device)
-        cache = predictor.new_cache(len(expand), dtype=self.dtype, device=self.device)
-        x = torch.cat([torch.stack([h for _, h, _ in expand])[:, None], self.talker.embed_codec(codes)], dim=1)
-        columns = [codes[:, 0]]
-        for j, head in enumerate(predictor.lm_head):
-            hidden = predictor.forward_step(x, cache)
-            logits = head(hidden)
-            picked = [
-                choose(predictor_scores(row, s.params), s.params.subtalker_do_sample, s.generator)
-                for s, row in zip(sessions, logits)
-            ]
-            column = torch.tensor(picked, device=self.device)
-            columns.append(column)
-            if j + 1 < len(predictor.lm_head):
-                x = predictor.model.codec_embedding[j](column)[:, None]
-        return torch.stack(columns, dim=1)
+    def _admit(self) -> list[Session]:
+        """Sessions that get a slot; returns those that could not start (none, normally)."""
+        failed = []
+        for session in self.scheduler.admit():
+            try:
+                self.runner.assign(session.slot, session.params, session.seed)
+            except Exception:
+                log.exception("session %d could not take its slot", session.id)
+                self._finish(session, FinishReason.ERROR)
+                failed.append(session)
+        return failed
 
-    def _finish(self, session: Session, reason: FinishReason) -> None:
-        with self._lock:
-            if session.finished:
-                return
-            session.finish_reason = reason
-            # Frees the KV cache now (or, mid-step, when the step ends), not when the caller
-            # drops the session.
-            session.cache = None
-            self.sessions.pop(session.id, None)
+    @torch.inference_mode()
+    def _run(self, plan: Plan) -> list[StepOutput]:
+        """One step of `plan`. Until the model runner returns, no session has changed (an
+        exception leaves them as they were); after, each session's outputs are its own affair."""
+        self._arrange(plan.decode)
+        rows = [self._decode_row(s) for s in plan.decode]
+        runs = [self._prefill(run) for run in plan.prompts]
+        producing = plan.decode + [run.session for run in plan.prompts if run.ends_prompt]
+        view = max((s.fed + 1 for s in plan.decode), default=0)
+        frames = self.runner.step(rows, runs, [s.params for s in producing], view)
+        for session in plan.decode:
+            session.fed += 1
+        for run in plan.prompts:
+            run.session.fed += run.count
+        outputs = []
+        for session, frame in zip(producing, frames):
+            try:
+                outputs += self._take(session, frame)
+            except Exception:
+                log.exception(
+                    "session %d failed taking its frame and ends",
+                    session.id,
+                    extra={"trace_id": session.trace_id} if session.trace_id else None,
+                )
+                outputs.append(self._finish(session, FinishReason.ERROR))
+        for session in list(self.scheduler.running):
+            reason = self.scheduler.over_budget(session)
+            if reason is not None:
+                outputs.append(self._finish(session, reason))
+        return outputs
+
+    def _take(self, session: Session, row: np.ndarray) -> list[StepOutput]:
+        """The host's part of a session's step: its new code, maybe a frame, maybe its end."""
+        if not row[-1]:
+            log.error(
+                "session %d: the model's scores were not finite; it ends",
+                session.id,
+                extra={"trace_id": session.trace_id} if session.trace_id else None,
+            )
+            return [self._finish(session, FinishReason.ERROR)]
+        session.codes += 1
+        if row[0] == self.eos_id:
+            return [self._finish(session, FinishReason.EOS)]
+        if session.codes >= session.params.max_new_tokens:
+            # The last code is never expanded, matching the reference's frame count.
+            return [self._finish(session, FinishReason.LENGTH)]
+        frame = row[:-1].copy()
+        if session.first_frame_time is None:
+            session.first_frame_time = time.monotonic()
+        session.frames.append(frame)
+        return [StepOutput(session, frame, False)]
+
+    def _finish(self, session: Session, reason: FinishReason) -> StepOutput:
+        self.cancel(session, reason)
+        return StepOutput(session, None, True)
+
+    def _arrange(self, decode: list[Session]) -> None:
+        """Put the decoding sessions in slots 0..n-1, in order (model_runner.py)."""
+        by_slot = {s.slot: s for s in self.scheduler.running}
+        for row, session in enumerate(decode):
+            if session.slot == row:
+                continue
+            self.runner.swap(row, session.slot)
+            occupant = by_slot.get(row)
+            if occupant is None:
+                del by_slot[session.slot]
+                self.scheduler.move(session, row)
+            else:
+                occupant.slot, session.slot = session.slot, row
+                by_slot[occupant.slot] = occupant
+            by_slot[row] = session
+
+    def _decode_row(self, session: Session) -> DecodeRow:
+        j = session.zipped_fed
+        if j < len(session.text_ids):
+            return DecodeRow(TEXT_TOKEN, session.text_ids[j])
+        return DecodeRow(TEXT_EOS if j == len(session.text_ids) else TEXT_PAD)
+
+    def _prefill(self, run: Run) -> Prefill:
+        """The input vectors of a prompt run: prefix rows, then zipped template positions."""
+        session = run.session
+        start, end, prefix = session.fed, session.fed + run.count, len(session.prefix)
+        parts = [session.prefix[start:end]] if start < prefix else []
+        first, last = max(0, start - prefix), end - prefix
+        if last > first:
+            parts.append(self._text_vectors(session, first, last) + session.template[first:last])
+        return Prefill(session.slot, start, torch.cat(parts) if len(parts) > 1 else parts[0], run.ends_prompt)
+
+    def _text_vectors(self, session: Session, first: int, last: int) -> torch.Tensor:
+        """Text-track vectors of zipped positions first..last-1."""
+        tokens = session.text_ids[first:last]
+        rows = [self.talker.embed_text(self.runner.upload(tokens, torch.long))] if tokens else []
+        specials = last - first - len(tokens)
+        if specials:
+            ends = len(session.text_ids) >= first  # the first special position is tts_eos
+            rows.append(torch.cat([self.tts_eos[None]] * ends + [self.tts_pad[None]] * (specials - ends)))
+        return torch.cat(rows) if len(rows) > 1 else rows[0]
 
     # ----- prompt embedding -----
 
     def _prefix(self, plan: PromptPlan) -> torch.Tensor:
         """Instruct block, role and codec-tag positions: everything before the zipped streams."""
-        talker = self.talker
+        talker, upload = self.talker, self.runner.upload
         parts = []
         if plan.instruct_ids:
-            parts.append(talker.embed_text(torch.tensor(plan.instruct_ids, device=self.device)))
-        parts.append(talker.embed_text(torch.tensor(plan.role_ids, device=self.device)))
-        codec = [talker.embed_codec(torch.tensor(plan.codec_tags, device=self.device))]
+            parts.append(talker.embed_text(upload(plan.instruct_ids, torch.long)))
+        parts.append(talker.embed_text(upload(plan.role_ids, torch.long)))
+        codec = [talker.embed_codec(upload(plan.codec_tags, torch.long))]
         if plan.speaker_codec_id is not None:
-            codec.append(talker.embed_codec(torch.tensor([plan.speaker_codec_id], device=self.device)))
+            codec.append(talker.embed_codec(upload([plan.speaker_codec_id], torch.long)))
         elif plan.clone is not None:
             codec.append(plan.clone.speaker_embedding.to(self.device, self.dtype).reshape(1, -1))
         codec.append(self.codec_pad[None])

@@ -65,6 +65,17 @@ class PromptPlan:
     def ref_text_ids(self) -> list[int]:
         return self.clone.ref_text_ids if self.clone is not None and self.clone.in_context else []
 
+    def prompt_length(self, text_tokens: int) -> int:
+        """Talker positions before the first generated frame is fed: the prefix (instruct, role,
+        codec tags, speaker, pad) and the template (codec_bos and reference frames; in
+        non-streaming mode a codec_pad for every text position up to tts_eos first)."""
+        speaker = self.speaker_codec_id is not None or self.clone is not None
+        prefix = len(self.instruct_ids) + len(self.role_ids) + len(self.codec_tags) + speaker + 1
+        template = 1 + (len(self.clone.ref_codes) if self.clone is not None and self.clone.in_context else 0)
+        if self.non_streaming:
+            template += len(self.ref_text_ids) + text_tokens + 1
+        return prefix + template
+
 
 class TextTokenizer:
     """The checkpoint's Qwen2 BPE tokenizer, with the chat templates the models were trained on.

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.checkpoint import load_module_weights
+from models.layers import RMSNorm, SwiGLUMLP, rotate_half
 
 from .configuration_tokenizer_12hz import CodecConfig, CodecDecoderConfig
 
@@ -317,21 +318,6 @@ class SplitResidualVectorQuantizer(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class RMSNorm(nn.Module):
-    """Normalise in float32, cast back to the input dtype, then multiply by the weight."""
-
-    def __init__(self, hidden_size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.to(torch.float32)
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
-
-
 class LayerScale(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
@@ -339,11 +325,6 @@ class LayerScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * x
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
 
 
 class Attention(nn.Module):
@@ -409,17 +390,6 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(batch, n, -1))
 
 
-class MLP(nn.Module):
-    def __init__(self, config: CodecDecoderConfig):
-        super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
 class TransformerLayer(nn.Module):
     def __init__(self, config: CodecDecoderConfig):
         super().__init__()
@@ -427,7 +397,7 @@ class TransformerLayer(nn.Module):
         self.self_attn = Attention(config)
         self.self_attn_layer_scale = LayerScale(config.hidden_size)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MLP(config)
+        self.mlp = SwiGLUMLP(config.hidden_size, config.intermediate_size)
         self.mlp_layer_scale = LayerScale(config.hidden_size)
 
     def forward(self, x, cos, sin, state):

@@ -1,10 +1,10 @@
 """The codec gRPC service, `qwentts.codec.v1.CodecService`: Encode, Decode, StreamDecode.
 
-Model calls never run on the event loop. Encode and Decode run on worker threads
-(`asyncio.to_thread`). StreamDecode pushes go to `StreamBatcher`, which advances the pending
-pushes of all open streams together on one decode thread, one `push_many` call per chunk size,
-so N concurrent streams cost about one batched decoder call per step instead of N. See the
-section "The codec service" of docs/codec.md.
+Model work never runs on the event loop: it all runs on the process's one model thread
+(shared/model_thread.py), as in the generator. Encode and Decode are jobs on it; StreamDecode
+pushes go to the `StreamBatcher` (batcher.py), which advances the pending pushes of all open
+streams together, one `push_many` call per chunk size, so N concurrent streams cost about one
+batched decoder call per step instead of N. See the section "The codec service" of docs/codec.md.
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from opentelemetry import metrics
 
-from models.tokenizer_12hz.speech_tokenizer import CodecStream, SpeechTokenizer, resolve_codec_dir
+from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer, resolve_codec_dir
 from qwentts.codec.v1 import codec_pb2, codec_pb2_grpc
 from shared.audio import AudioError, decode_audio, prepare_reference_audio
 from shared.config import env
 from shared.errors import InvalidArgument, ResourceExhausted
 from shared.frames import array_to_frames, array_to_samples, frames_to_array
-from shared.service import ProcessConfig, Registration
+from shared.service import ProcessConfig, Registration, fail_process
+
+from .batcher import StreamBatcher
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter(__name__)
@@ -67,79 +67,6 @@ def _invalid_audio(message: str, reason: str, field: str = "content") -> Invalid
     return InvalidArgument(message, [(field, message)], reason=reason)
 
 
-# ----- StreamDecode batching -----
-
-
-@dataclass
-class _Push:
-    stream: CodecStream
-    codes: np.ndarray
-    done: asyncio.Future
-
-
-class StreamBatcher:
-    """Advances streams on one decode thread, batching the pushes that wait at the same time.
-
-    Pushes that arrive while a batch is decoding wait for the next one, so batches grow with
-    the load. Each batch is split by frame count (`push_many` needs equal chunks) and each
-    group is one `push_many` call; its results are delivered before the next group runs.
-    """
-
-    def __init__(self, tokenizer: SpeechTokenizer):
-        self._tokenizer = tokenizer
-        self._pending: list[_Push] = []
-        self._wake = asyncio.Event()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codec-decode")
-        self._task: asyncio.Task | None = None
-
-    @property
-    def queued(self) -> int:
-        """Pushes waiting for the decode thread (not yet in a batch)."""
-        return len(self._pending)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="codec-stream-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._thread.shutdown(wait=False, cancel_futures=True)
-
-    async def push(self, stream: CodecStream, codes: np.ndarray) -> np.ndarray:
-        """`stream.push(codes)`, batched with other streams' pushes; one push per stream at a time."""
-        push = _Push(stream, codes, asyncio.get_running_loop().create_future())
-        self._pending.append(push)
-        self._wake.set()
-        return await push.done  # a cancelled RPC cancels this future: the batcher then skips it
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            groups: dict[int, list[_Push]] = defaultdict(list)
-            for push in self._pending:
-                groups[len(push.codes)].append(push)
-            self._pending = []
-            for group in groups.values():
-                group = [push for push in group if not push.done.done()]
-                if not group:
-                    continue
-                streams, codes = [p.stream for p in group], [p.codes for p in group]
-                try:
-                    wavs = await loop.run_in_executor(self._thread, self._tokenizer.push_many, streams, codes)
-                except Exception as error:  # a bug: these RPCs fail (INTERNAL, logged), the rest go on
-                    for push in group:
-                        if not push.done.done():
-                            push.done.set_exception(error)
-                    continue
-                for push, wav in zip(group, wavs):
-                    if not push.done.done():
-                        push.done.set_result(wav)
-
-
 # ----- the servicer -----
 
 
@@ -161,7 +88,7 @@ class CodecServicer(codec_pb2_grpc.CodecServiceServicer):
         self.max_streams = max_streams
         self.max_audio_bytes = max_audio_bytes
         self.max_audio_seconds = max_audio_seconds
-        self._batcher = StreamBatcher(tokenizer)
+        self._batcher = StreamBatcher(tokenizer, on_failure=fail_process)
         self._open_streams = 0
         meter.create_observable_gauge(
             "qwentts.codec.open_streams", [self._observe_open_streams], description="StreamDecode calls open"
@@ -181,18 +108,18 @@ class CodecServicer(codec_pb2_grpc.CodecServiceServicer):
         return self._batcher.queued
 
     def start(self) -> None:
-        self._batcher.start()
+        self._batcher.thread.start()
 
     async def stop(self) -> None:
-        await self._batcher.stop()
+        await self._batcher.thread.stop()
 
     # ----- RPCs -----
 
     async def Encode(self, request: codec_pb2.EncodeRequest, context) -> codec_pb2.EncodeResponse:
-        return await asyncio.to_thread(self._encode, request)
+        return await self._batcher.thread.call(self._encode, request)
 
     async def Decode(self, request: codec_pb2.DecodeRequest, context) -> codec_pb2.DecodeResponse:
-        return await asyncio.to_thread(self._decode, request)
+        return await self._batcher.thread.call(self._decode, request)
 
     async def StreamDecode(self, request_iterator, context):
         if self._open_streams >= self.max_streams:

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from opentelemetry import trace
 
-from models.engine.engine import FinishReason
-from models.engine.sampling import SamplingParams
+from models.cpu_kernels import preferred_dtype
+from models.engine.engine import ContextTooLong, FinishReason, SchedulerLimits
+from models.engine.sampler import SamplingParams
 from models.qwen3_tts.prompts import ClonePrompt, PromptError, PromptPlan, plan_prompt
 from models.qwen3_tts.text_stream import TextStream
 from models.tts import Qwen3TTS
@@ -28,7 +30,7 @@ from qwentts.generator.v1 import generator_pb2 as pb
 from qwentts.generator.v1 import generator_pb2_grpc
 from shared.audio import AudioError
 from shared.config import env
-from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shared.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
 from shared.frames import array_to_frames, frames_to_array, samples_to_array
 from shared.limits import (
     MAX_ID_CHARS,
@@ -40,7 +42,7 @@ from shared.limits import (
 )
 from shared.service import ProcessConfig, Registration, fail_process
 
-from .runner import EngineRunner, RunnerLimits, Stream
+from .runner import EngineRunner, Stream
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +79,18 @@ class GeneratorConfig(ProcessConfig):
     # Empty: the checkpoint directory's name.
     model_name: str = env("GENERATOR_MODEL_NAME", default="")
     device: str = env("GENERATOR_DEVICE", default="cpu", choices=("cpu", "cuda"))
-    dtype: str = env("GENERATOR_DTYPE", default="float32", choices=("float32", "bfloat16", "float16"))
+    # auto: bfloat16 on CUDA; on CPU bfloat16 where the CPU computes it natively (AVX512-BF16,
+    # AMX), else float32 (docs/generator.md, "Dtypes"). float32 is the exact-parity dtype.
+    dtype: str = env("GENERATOR_DTYPE", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    # Streams stepped together (each holds a KV slot of GENERATOR_MAX_POSITIONS positions).
     max_active: int = env("GENERATOR_MAX_ACTIVE", default=16, min=1)
     max_queued: int = env("GENERATOR_MAX_QUEUED", default=32, min=0)
+    max_positions: int = env("GENERATOR_MAX_POSITIONS", default=4096, min=64)
+    # Prompt positions one stream, and all streams, may feed in one step (chunked prefill).
+    prefill_chunk: int = env("GENERATOR_PREFILL_CHUNK", default=256, min=1)
+    prefill_budget: int = env("GENERATOR_PREFILL_BUDGET", default=512, min=1)
+    # On CUDA, replay the decode step as CUDA graphs (one per batch and length bucket).
+    cuda_graphs: bool = env("GENERATOR_CUDA_GRAPHS", default=True)
     budget_base_frames: int = env("GENERATOR_BUDGET_BASE_FRAMES", default=50, min=1)
     budget_frames_per_token: float = env("GENERATOR_BUDGET_FRAMES_PER_TOKEN", default=10.0, min=0)
     max_text_chars: int = env("GENERATOR_MAX_TEXT_CHARS", default=20000, min=1)
@@ -115,6 +126,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             if stream.finish_reason is FinishReason.CANCELLED:
                 error = reader.result() if reader.done() else None
                 raise error or Unavailable("the generator stopped this stream before it finished; retry")
+            if stream.finish_reason is FinishReason.ERROR:  # its step failed alone (logged with its trace id)
+                raise Internal("the generator failed on this stream", reason="GENERATION_FAILED")
             yield pb.GenerateResponse(
                 finish_reason=FINISH_REASONS[stream.finish_reason],
                 characters_consumed=text.characters_read(stream.text_consumed),
@@ -129,7 +142,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 f"speaker embeddings come from Base models; this one is {self.tts.config.tts_model_type}",
                 reason="NOT_A_BASE_MODEL",
             )
-        return await asyncio.to_thread(self._embed, request.audio)
+        return await self.runner.thread.call(self._embed, request.audio)
 
     async def DescribeModel(self, request, context) -> pb.DescribeModelResponse:
         config = self.tts.config
@@ -149,7 +162,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         return pb.GetStatsResponse(
             active_streams=stats["active"],
             queued_streams=stats["queued"],
-            max_active_streams=self.runner.limits.max_active,
+            max_active_streams=self.runner.max_active,
             frames_total=stats["frames_total"],
         )
 
@@ -233,8 +246,12 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         return ClonePrompt(embedding, ref_codes=torch.from_numpy(codes), ref_text_ids=ref_text_ids)
 
     async def _open(self, plan: PromptPlan, params: SamplingParams) -> Stream:
+        span = trace.get_current_span().get_span_context()
+        trace_id = trace.format_trace_id(span.trace_id) if span.is_valid else None
         try:
-            return await self.runner.open(plan, params)
+            return await self.runner.open(plan, params, trace_id)
+        except ContextTooLong as error:
+            raise InvalidArgument(str(error), [("config", str(error))], reason="PROMPT_TOO_LONG") from None
         except ValueError as error:  # the engine's checks of the cloned voice (sampling passed above)
             raise _invalid_clone(str(error)) from None
 
@@ -269,7 +286,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         return None
 
     def _embed(self, samples: codec_pb2.Samples) -> pb.EmbedSpeakerResponse:
-        """EmbedSpeaker's work, on a worker thread."""
+        """EmbedSpeaker's work, on the model thread."""
         audio = _read_samples(samples)
         try:
             with torch.inference_mode():
@@ -281,7 +298,10 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
 
 def _add_text(stream: Stream, ids: list[int]) -> None:
     if ids:
-        stream.add_text(ids)
+        try:
+            stream.add_text(ids)
+        except ContextTooLong as error:
+            raise InvalidArgument(str(error), [("text", str(error))], reason="TEXT_TOO_LONG") from None
 
 
 def _read_samples(samples: codec_pb2.Samples) -> np.ndarray:
@@ -324,17 +344,21 @@ def _invalid_sampling(field: str, message: str) -> InvalidArgument:
 @contextlib.asynccontextmanager
 async def build(config: GeneratorConfig):
     """Load the model, start the engine runner, yield the registration; stop the runner after."""
-    log.info("loading the model from %s (%s, %s)", config.checkpoint, config.device, config.dtype)
+    dtype = preferred_dtype(config.device) if config.dtype == "auto" else config.dtype
+    log.info("loading the model from %s (%s, %s)", config.checkpoint, config.device, dtype)
     tts = await asyncio.to_thread(
-        Qwen3TTS.from_pretrained, config.checkpoint, dtype=config.dtype, device=config.device, load_codec=False
+        Qwen3TTS.from_pretrained, config.checkpoint, dtype=dtype, device=config.device, load_codec=False
     )
-    limits = RunnerLimits(
-        max_active=config.max_active,
-        max_queued=config.max_queued,
+    limits = SchedulerLimits(
+        slots=config.max_active,
+        max_positions=config.max_positions,
+        prefill_chunk=config.prefill_chunk,
+        prefill_budget=config.prefill_budget,
         budget_base_frames=config.budget_base_frames,
         budget_frames_per_token=config.budget_frames_per_token,
     )
-    runner = EngineRunner(tts.new_engine(), limits, on_failure=fail_process)
+    engine = tts.new_engine(limits, use_graphs=config.cuda_graphs)
+    runner = EngineRunner(engine, config.max_queued, on_failure=fail_process)
     runner.start()
     servicer = GeneratorServicer(
         tts,

@@ -6,12 +6,12 @@ from services.generator import service
 from shared.service import run_service
 
 
-def _failing_can_progress(self) -> bool:
+def _failing_has_work(self) -> bool:
     if self.sessions:
         raise RuntimeError("injected failure of the engine loop")
     return False
 
 
 if __name__ == "__main__":
-    engine.Engine.can_progress = _failing_can_progress
+    engine.Engine.has_work = _failing_has_work
     run_service("generator", service.GeneratorConfig, service.build)

@@ -69,7 +69,12 @@ async def serve():
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(checkpoint, **env):
-            environ = {"GENERATOR_CHECKPOINT": str(checkpoint), **{f"GENERATOR_{k}": str(v) for k, v in env.items()}}
+            # float32: the dtype in which streamed codes equal the offline API's exactly.
+            environ = {
+                "GENERATOR_CHECKPOINT": str(checkpoint),
+                "GENERATOR_DTYPE": "float32",
+                **{f"GENERATOR_{k}": str(v) for k, v in env.items()},
+            }
             port, _ = await stack.enter_async_context(
                 serving.serve("generator", build, load_config(GeneratorConfig, environ))
             )

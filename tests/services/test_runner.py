@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from models.engine.engine import FinishReason
+from models.engine.engine import FinishReason, SchedulerLimits
 from models.qwen3_tts.prompts import plan_prompt
 from models.tts import Qwen3TTS
-from services.generator.runner import EngineRunner, RunnerLimits
+from services.generator.runner import EngineRunner
 from shared.errors import ResourceExhausted
 
 TEXTS = ["hello world, this is a test", "short", "another sentence of text here"]
@@ -37,8 +37,8 @@ def plan(tts):
 async def make_runner(tts):
     runners = []
 
-    async def make(**limits):
-        runner = EngineRunner(tts.new_engine(), RunnerLimits(**limits))
+    async def make(max_active=16, max_queued=32, **scheduler):
+        runner = EngineRunner(tts.new_engine(SchedulerLimits(slots=max_active, **scheduler)), max_queued)
         runner.start()
         runners.append(runner)
         return runner
@@ -169,7 +169,7 @@ async def test_bad_token_ids_are_refused_without_touching_the_engine(tts, make_r
 
 @pytest.mark.asyncio
 async def test_stop_ends_every_open_stream(tts):
-    runner = EngineRunner(tts.new_engine(), RunnerLimits(max_active=1, max_queued=1))
+    runner = EngineRunner(tts.new_engine(SchedulerLimits(slots=1)), max_queued=1)
     runner.start()
     running = await runner.open(plan(tts), greedy(tts))
     waiting = await runner.open(plan(tts), greedy(tts))

@@ -1,0 +1,128 @@
+"""The on-device sampler: the reference's processors with per-row parameters, and Gumbel-max draws
+from counter-based noise that follow the softmax probabilities exactly (statistically)."""
+
+import math
+
+import pytest
+import torch
+
+from models.engine.sampler import (
+    SamplingParams,
+    Warping,
+    gumbel_noise,
+    param_rows,
+    predictor_codes,
+    suppressed_mask,
+    talker_codes,
+)
+
+VOCAB = 3072
+EOS = 2150
+
+
+def rows_of(params: list[SamplingParams]):
+    floats, ints = zip(*(param_rows(p) for p in params))
+    return torch.tensor(floats), torch.tensor(ints)
+
+
+def reference_scores(logits, history, p: SamplingParams):
+    """The processors one row at a time, written plainly after Hugging Face's classes."""
+    scores = logits.float().clone()
+    if history:
+        seen = torch.tensor(sorted(set(history)))
+        prev = scores[seen]
+        scores[seen] = torch.where(prev < 0, prev * p.repetition_penalty, prev / p.repetition_penalty)
+    if len(history) < 2:
+        scores[EOS] = -math.inf
+    scores[suppressed_mask(VOCAB, EOS)] = -math.inf
+    scores = scores / p.temperature
+    if p.top_k:
+        scores[scores < torch.topk(scores, min(p.top_k, VOCAB)).values[-1]] = -math.inf
+    if p.top_p < 1:
+        ordered, order = torch.sort(scores)
+        drop = ordered.softmax(-1).cumsum(-1) <= 1 - p.top_p
+        drop[-1] = False
+        scores[order[drop]] = -math.inf
+    return scores
+
+
+def test_per_row_processors_match_the_plain_ones():
+    torch.manual_seed(0)
+    params = [
+        SamplingParams(top_k=50, top_p=1.0),
+        SamplingParams(top_k=0, top_p=0.7, temperature=0.5),
+        SamplingParams(top_k=3, top_p=0.9, repetition_penalty=1.3),
+        SamplingParams(do_sample=False),
+    ]
+    logits = torch.randn(len(params), VOCAB) * 4
+    histories = [[1, 2, 2, 40], [], [7], [1, 5]]
+    seen = torch.zeros(len(params), VOCAB, dtype=torch.bool)
+    for row, history in enumerate(histories):
+        seen[row, history] = True
+    floats, ints = rows_of(params)
+    warping = Warping.of(params, VOCAB, predictor=False)
+    # Greedy everywhere but with each row's warpers: the argmax of the processed scores.
+    greedy_ints = ints.clone()
+    greedy_ints[:, 0] = 0
+    codes, finite = talker_codes(
+        logits,
+        seen,
+        torch.tensor([len(h) for h in histories]),
+        floats,
+        greedy_ints,
+        torch.zeros(4, dtype=torch.long),
+        torch.zeros(4, dtype=torch.long),
+        eos_id=EOS,
+        suppressed=suppressed_mask(VOCAB, EOS),
+        warping=warping,
+    )
+    for row, (p, history) in enumerate(zip(params, histories)):
+        assert codes[row] == reference_scores(logits[row], history, p).argmax()
+    assert finite.all()
+
+
+def test_noise_is_a_function_of_seed_draw_and_codebook():
+    seeds, draws = torch.tensor([1, 1, 2]), torch.tensor([0, 0, 0])
+    a = gumbel_noise(seeds, draws, 0, 2048)
+    assert torch.equal(a[0], a[1]) and not torch.equal(a[0], a[2])
+    assert not torch.equal(a[0], gumbel_noise(seeds, draws + 1, 0, 2048)[0])
+    assert not torch.equal(a[0], gumbel_noise(seeds, draws, 1, 2048)[0])
+    # Standard Gumbel: mean is the Euler-Mascheroni constant, variance pi^2 / 6.
+    many = gumbel_noise(torch.arange(64), torch.zeros(64, dtype=torch.long), 3, 4096)
+    assert abs(many.mean().item() - 0.5772) < 0.01
+    assert abs(many.var().item() - math.pi**2 / 6) < 0.03
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(subtalker_top_k=0),
+        SamplingParams(subtalker_top_k=20),
+        SamplingParams(subtalker_top_k=0, subtalker_top_p=0.8, subtalker_temperature=1.3),
+    ],
+)
+def test_draws_follow_the_processed_probabilities(params):
+    """Over many draws (one per draw counter), each code comes up as often as its probability."""
+    torch.manual_seed(1)
+    vocab, draws = 64, 40_000
+    logits = torch.randn(vocab) * 1.5
+    floats, ints = rows_of([params] * draws)
+    warping = Warping.of([params], vocab, predictor=True)
+    codes, _ = predictor_codes(
+        logits.expand(draws, vocab), 1, floats, ints, torch.full((draws,), 99), torch.arange(draws), warping=warping
+    )
+    scores = logits / params.subtalker_temperature
+    if params.subtalker_top_k:
+        scores[scores < torch.topk(scores, params.subtalker_top_k).values[-1]] = -math.inf
+    if params.subtalker_top_p < 1:
+        ordered, order = torch.sort(scores)
+        drop = ordered.softmax(-1).cumsum(-1) <= 1 - params.subtalker_top_p
+        drop[-1] = False
+        scores[order[drop]] = -math.inf
+    expected = scores.softmax(-1) * draws
+    observed = torch.bincount(codes, minlength=vocab).float()
+    assert observed[expected == 0].sum() == 0  # never a code the warpers removed
+    kept = expected > 0
+    chi2 = (((observed - expected)[kept] ** 2) / expected[kept]).sum().item()
+    dof = int(kept.sum()) - 1
+    assert chi2 < dof + 5 * math.sqrt(2 * dof)  # far inside the tail of chi-square(dof)

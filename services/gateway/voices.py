@@ -44,8 +44,8 @@ from qwentts.registry.v1 import registry_pb2, registry_pb2_grpc
 from qwentts.v1 import audio_pb2, tts_pb2, voices_pb2, voices_pb2_grpc
 from shared.audio import decode_audio, encode_flac
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, from_rpc_error
-from shared.limits import (MAX_DESCRIPTION_CHARS, MAX_ID_CHARS, MAX_PAGE_TOKEN_CHARS, MAX_TAG_CHARS, MAX_TAGS,
-                           MAX_TRANSCRIPT_CHARS, VOICE_FIELD_CHARS, quote)
+from shared.limits import (MAX_DESCRIPTION_CHARS, MAX_ID_CHARS, MAX_PAGE_TOKEN_CHARS, MAX_REFERENCE_BYTES,
+                           MAX_TAG_CHARS, MAX_TAGS, MAX_TRANSCRIPT_CHARS, VOICE_FIELD_CHARS, quote)
 from shared.frames import array_to_frames, array_to_samples, frames_to_array, samples_to_array
 
 from .audio_out import MODEL_SAMPLE_RATE
@@ -54,7 +54,6 @@ from .routing import PRESET_PREFIX, Pool, preset_voice_id
 if TYPE_CHECKING:
     from .service import TextToSpeechServicer
 
-MAX_REFERENCE_BYTES = 10_000_000
 MIN_REFERENCE_SECONDS, SHORT_REFERENCE_SECONDS, MAX_REFERENCE_SECONDS = 1.0, 3.0, 60.0
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # as the registry's
 VOICE_CACHE_SIZE = 256  # resolved voices kept per gateway (frames and embeddings: ~50 kB each)

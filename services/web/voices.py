@@ -74,7 +74,8 @@ class VoiceChange(BaseModel):
     language: str | None = None
     description: str | None = None
     tags: list[str] | None = None
-    etag: str = Field("", description="change only this version (from GET); empty: whatever is current")
+    etag: str = Field("", description="change only this version (from GET); empty: the current one "
+                                      "(a change made meanwhile is still refused, 409 ETAG_MISMATCH)")
 
 
 def voice_json(voice: voices_pb2.Voice) -> dict:
@@ -153,7 +154,9 @@ async def update_voice(voice_id: str, change: VoiceChange, request: Request):
     fields = change.model_dump(exclude_none=True, exclude={"etag"})
     if not fields:
         raise ApiError(400, "nothing to change: send name, language, description or tags", "NOTHING_TO_CHANGE")
-    voice = voices_pb2.Voice(voice_id=voice_id, etag=change.etag, **fields)
+    etag = change.etag or (await gateway.unary(request, gateway.voices.GetVoice,
+                                               voices_pb2.GetVoiceRequest(voice_id=voice_id))).voice.etag
+    voice = voices_pb2.Voice(voice_id=voice_id, etag=etag, **fields)
     reply = await gateway.unary(request, gateway.voices.UpdateVoice, voices_pb2.UpdateVoiceRequest(
         voice=voice, update_mask=field_mask_pb2.FieldMask(paths=sorted(fields))))
     return voice_json(reply.voice)

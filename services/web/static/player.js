@@ -54,7 +54,11 @@ export class StreamingSpeech {
         if (!playing) {
           playing = true;
           const wait = Math.max(0, nextStart - context.currentTime) * 1000;
-          setTimeout(() => this.socket === socket && this.on.state("playing", "Playing…"), wait);
+          setTimeout(() => {
+            if (this.socket !== socket) return;
+            if (context.state === "running") this.on.state("playing", "Playing…");
+            else this.on.error("The browser did not let the audio play: click Speak again.");
+          }, wait);
         }
         nextStart += buffer.duration;
         seconds += buffer.duration;

@@ -14,9 +14,9 @@ sends whole:
   - a FLAC stream's STREAMINFO says "total samples unknown" (valid FLAC; decoders such as ffmpeg
     and flac accept it);
   - an MP3 stream starts with a silent frame where the whole file has its Info frame, so it
-    plays one frame (24 ms; 72 ms below 16 kHz) plus the encoder delay longer than the whole file, which decoders
-    trim with the Info frame's gapless data. It is constant bit rate (about 64 kbit/s at 16-24 kHz),
-    which lets decoders that estimate the length from the first frame get it right;
+    decodes one frame plus the encoder delay longer (about 90 ms at 24 kHz), which decoders trim
+    from the whole file with the Info frame's gapless data. It is constant bit rate, so decoders
+    that estimate the length from the first frame (without an Info frame) get it right;
   - Ogg/Opus pages are flushed every 40 ms (SFC_SET_OGG_PAGE_LATENCY_MS), so each chunk is whole
     pages; its stream and whole file are the same bytes, as are A-law's (headerless).
   Synthesize, which has the whole clip, sends the finished file.

@@ -18,7 +18,6 @@ and the upload's size (at most MAX_REFERENCE_BYTES, refused before it is read; s
 from __future__ import annotations
 
 import base64
-import uuid
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -56,6 +55,8 @@ class NewVoice(BaseModel):
     prompt: str = Field("", description="type prompt: a description of the voice")
     script_hint: str = Field(DEFAULT_SCRIPT, description="type prompt: what the voice says while it is designed")
     preview_id: str = Field("", description="type preview: a preview from POST /v1/audio/voices/design")
+    request_id: str = Field("", description="a UUID: send the same one when retrying, and the retry returns the "
+                                            "voice the first attempt created (docs/errors.md)")
 
 
 class DesignRequest(BaseModel):
@@ -112,7 +113,7 @@ async def create_voice(request: Request):
         raise ApiError(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()),
                        "INVALID_REQUEST", str(error.errors()[0]["loc"][0])) from None
     message = voices_pb2.CreateVoiceRequest(name=new.name, language=new.language, description=new.description,
-                                            consent_statement=new.consent, request_id=str(uuid.uuid4()))
+                                            consent_statement=new.consent, request_id=new.request_id)
     if new.type == "audio_sample":
         if audio is None:
             raise ApiError(400, "attach the recording as the audio_sample file", "AUDIO_REQUIRED", "audio_sample")

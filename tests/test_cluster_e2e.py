@@ -164,6 +164,7 @@ async def test_bidirectional_audio_starts_before_the_text_ends(gateway, offline)
 @pytest.mark.parametrize("encoding, rate, bytes_per_sample", [
     (audio_pb2.AUDIO_ENCODING_PCM16, 16000, 2),
     (audio_pb2.AUDIO_ENCODING_MULAW, 8000, 1),
+    (audio_pb2.AUDIO_ENCODING_ALAW, 8000, 1),
 ])
 async def test_output_encoding_and_rate(gateway, encoding, rate, bytes_per_sample):
     fmt = audio_pb2.AudioFormat(encoding=encoding, sample_rate_hz=rate)

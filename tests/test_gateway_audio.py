@@ -27,7 +27,8 @@ def _clip(seconds: float = 1.5, seed: int = 0) -> np.ndarray:
     return (0.5 * np.sin(2 * np.pi * 220 * t) + noise).astype(np.float32)
 
 
-def _stream(writer: AudioWriter, samples: np.ndarray) -> bytes:
+def _chunks(writer: AudioWriter, samples: np.ndarray) -> list[bytes]:
+    """What the writer returns for `samples` written in the gateway's chunk sizes, then finished."""
     out, start = [], 0
     for size in CHUNKS * 10:
         if start >= len(samples):
@@ -35,7 +36,11 @@ def _stream(writer: AudioWriter, samples: np.ndarray) -> bytes:
         out.append(writer.write(samples[start:start + size]))
         start += size
     out.append(writer.finish())
-    return b"".join(out)
+    return out
+
+
+def _stream(writer: AudioWriter, samples: np.ndarray) -> bytes:
+    return b"".join(_chunks(writer, samples))
 
 
 def _flac_with_length(data: bytes, total: int) -> bytes:
@@ -140,13 +145,7 @@ def _speech_like(rate: int, seconds: float = 1.5) -> np.ndarray:
 def test_lossy_stream_decodes_with_ffmpeg_and_soundfile_and_whole_file_is_exact_length(encoding, rate):
     samples = _speech_like(24000)
     writer = AudioWriter(encoding, rate)
-    streamed, start, chunks = [], 0, []
-    for size in CHUNKS * 10:
-        if start >= len(samples):
-            break
-        chunks.append(writer.write(samples[start:start + size]))
-        start += size
-    chunks.append(writer.finish())
+    chunks = _chunks(writer, samples)
     streamed = b"".join(chunks)
     expected = soxr.resample(samples, 24000, rate, quality="HQ")
     seconds = len(samples) / 24000

@@ -10,8 +10,8 @@ service in front of it, called as its users call it:
 - bad input over HTTP gets OpenAI's error shape with the right status and the service stays up;
 - one trace covers web -> gateway -> generator -> codec;
 - headless Chromium (Debian's) drives the page: a preset speaks and plays, a voice is cloned from
-  a file, a voice is designed, saved, renamed, and one deleted; screenshots of each state go to
-  SCREENSHOTS (var/screenshots/web_ui), one of them phone-sized.
+  a file and one from the (fake) microphone, a voice is designed, saved, renamed, and one deleted;
+  screenshots of each state go to SCREENSHOTS (var/screenshots/web_ui), one of them phone-sized.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from deploy.local import REPO_ROOT, LocalCluster
 from qwentts.generator.v1 import generator_pb2, generator_pb2_grpc
 from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
 from tests.test_cluster_tracing import receiver  # noqa: F401 - the OTLP receiver fixture
-from tests.test_voices_e2e import new_trace, reference_wav, trace_spans
+from tests.test_voices_e2e import new_trace, reference_wav
 
 KEY = "web-test-key"
 RATE = 24000
@@ -56,10 +56,18 @@ CHROMIUM = "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, receiver):
-    env = {"GATEWAY_API_KEYS": f"{KEY}:tenant-web", "GATEWAY_MAX_AUDIO_SECONDS": "1.6",
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}", "OTEL_BSP_SCHEDULE_DELAY": "200"}
-    with LocalCluster(ports="free", run_dir=tmp_path_factory.mktemp("cluster"), extra_env=env,
-                      models={"base": None, "custom_voice": None, "voice_design": None}) as running:
+    env = {
+        "GATEWAY_API_KEYS": f"{KEY}:tenant-web",
+        "GATEWAY_MAX_AUDIO_SECONDS": "1.6",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    with LocalCluster(
+        ports="free",
+        run_dir=tmp_path_factory.mktemp("cluster"),
+        extra_env=env,
+        models={"base": None, "custom_voice": None, "voice_design": None},
+    ) as running:
         yield running
 
 
@@ -70,15 +78,20 @@ def client(cluster):
 
 @pytest.fixture(scope="module")
 def tts(cluster):
-    with grpc.insecure_channel(cluster.gateway_address, options=[("grpc.max_receive_message_length", 16 << 20)]) as channel:
+    with grpc.insecure_channel(
+        cluster.gateway_address, options=[("grpc.max_receive_message_length", 16 << 20)]
+    ) as channel:
         yield tts_pb2_grpc.TextToSpeechServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
 def saved_voice(client):
-    voice = client.audio.voices.create(audio_sample=("ana.wav", reference_wav(3.0), "audio/wav"), name="Ana",
-                                       consent="Ana agreed in writing on 2026-12-01.",
-                                       extra_body={"transcript": "A few harmonics with vibrato."})
+    voice = client.audio.voices.create(
+        audio_sample=("ana.wav", reference_wav(3.0), "audio/wav"),
+        name="Ana",
+        consent="Ana agreed in writing on 2026-12-01.",
+        extra_body={"transcript": "A few harmonics with vibrato."},
+    )
     assert voice.id and voice.name == "Ana" and voice.object == "audio.voice"
     return voice
 
@@ -96,10 +109,15 @@ def grpc_speech(tts, voice: tts_pb2.VoiceSelection, text: str = TEXT, **fields) 
     """The gateway's own answer to the same greedy request: 16-bit samples and its audio seconds."""
     greedy = tts_pb2.SamplingOptions(do_sample=False)
     fields = {"sampling": greedy, "predictor_sampling": greedy, **fields}
-    config = tts_pb2.SynthesisConfig(voice=voice, max_audio_seconds=SECONDS, **fields,
-                                     output_format=audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM16))
-    reply = tts.Synthesize(tts_pb2.SynthesizeRequest(config=config, text=text), metadata=[("x-api-key", KEY)],
-                           timeout=120)
+    config = tts_pb2.SynthesisConfig(
+        voice=voice,
+        max_audio_seconds=SECONDS,
+        **fields,
+        output_format=audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM16),
+    )
+    reply = tts.Synthesize(
+        tts_pb2.SynthesizeRequest(config=config, text=text), metadata=[("x-api-key", KEY)], timeout=120
+    )
     return np.frombuffer(reply.audio, "<i2"), reply.summary.usage.audio_seconds
 
 
@@ -107,8 +125,12 @@ def ffmpeg_decode(data: bytes) -> np.ndarray:
     """Any of the formats as 24 kHz 16-bit samples, as ffmpeg decodes it."""
     ffmpeg = shutil.which("ffmpeg")
     assert ffmpeg, "ffmpeg is needed (.ci/run installs it)"
-    done = subprocess.run([ffmpeg, "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", str(RATE),
-                           "pipe:1"], input=data, capture_output=True, check=True)
+    done = subprocess.run(
+        [ffmpeg, "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", str(RATE), "pipe:1"],
+        input=data,
+        capture_output=True,
+        check=True,
+    )
     return np.frombuffer(done.stdout, "<i2")
 
 
@@ -119,7 +141,7 @@ def best_correlation(decoded: np.ndarray, expected: np.ndarray, max_lag: int) ->
     size = 1 << (len(decoded) + n).bit_length()
     cross = np.fft.irfft(np.fft.rfft(decoded, size) * np.conj(np.fft.rfft(expected[:n], size)), size)
     lag = int(np.argmax(cross[:max_lag]))
-    return float(np.corrcoef(decoded[lag:lag + n], expected[:n])[0, 1])
+    return float(np.corrcoef(decoded[lag : lag + n], expected[:n])[0, 1])
 
 
 def check_audio(decoded: np.ndarray, fmt: str, expected: np.ndarray, reported_seconds: float) -> None:
@@ -141,8 +163,9 @@ def test_openai_client_in_every_format_whole_and_streamed(client, tts, saved_voi
     expected, seconds = grpc_speech(tts, selection)
     assert seconds == pytest.approx(SECONDS)
     for fmt in FORMATS:
-        whole = client.audio.speech.with_raw_response.create(model="qwen3-tts", voice=voice, input=TEXT,
-                                                             response_format=fmt, extra_body=EXACT)
+        whole = client.audio.speech.with_raw_response.create(
+            model="qwen3-tts", voice=voice, input=TEXT, response_format=fmt, extra_body=EXACT
+        )
         reported = float(whole.headers["x-audio-seconds"])
         assert reported == pytest.approx(seconds)
         data = whole.content
@@ -156,11 +179,17 @@ def test_openai_client_in_every_format_whole_and_streamed(client, tts, saved_voi
         check_audio(decoded, fmt, expected, reported)
 
         with client.audio.speech.with_streaming_response.create(
-                model="qwen3-tts", voice=voice, input=TEXT, response_format=fmt, stream_format="audio",
-                extra_body=EXACT) as streamed:
-            assert streamed.headers["content-type"].startswith({"mp3": "audio/mpeg", "opus": "audio/ogg",
-                                                                "flac": "audio/flac", "wav": "audio/wav",
-                                                                "pcm": "audio/pcm"}[fmt])
+            model="qwen3-tts", voice=voice, input=TEXT, response_format=fmt, stream_format="audio", extra_body=EXACT
+        ) as streamed:
+            assert streamed.headers["content-type"].startswith(
+                {
+                    "mp3": "audio/mpeg",
+                    "opus": "audio/ogg",
+                    "flac": "audio/flac",
+                    "wav": "audio/wav",
+                    "pcm": "audio/pcm",
+                }[fmt]
+            )
             chunks = list(streamed.iter_bytes())
         data = b"".join(chunks)
         decoded = np.frombuffer(data, "<i2") if fmt == "pcm" else ffmpeg_decode(data)
@@ -169,25 +198,37 @@ def test_openai_client_in_every_format_whole_and_streamed(client, tts, saved_voi
 
 def test_a_saved_voice_id_as_a_plain_string_and_a_seeded_request_equal_grpc(client, tts, saved_voice):
     expected, _ = grpc_speech(tts, tts_pb2.VoiceSelection(voice_id=saved_voice.id))
-    same = client.audio.speech.create(model="tts-1", voice=saved_voice.id, input=TEXT, response_format="pcm",
-                                      extra_body=EXACT)
+    same = client.audio.speech.create(
+        model="tts-1", voice=saved_voice.id, input=TEXT, response_format="pcm", extra_body=EXACT
+    )
     np.testing.assert_array_equal(np.frombuffer(same.content, "<i2"), expected)
     # Sampled, with a seed: reproducible, and the same as over gRPC.
-    sampled, _ = grpc_speech(tts, tts_pb2.VoiceSelection(preset_speaker="vivian"), seed=7,
-                             sampling=tts_pb2.SamplingOptions(do_sample=True),
-                             predictor_sampling=tts_pb2.SamplingOptions(do_sample=True))
-    seeded = client.audio.speech.create(model="qwen3-tts", voice="vivian", input=TEXT, response_format="pcm",
-                                        extra_body={"seed": 7, "max_audio_seconds": SECONDS})
+    sampled, _ = grpc_speech(
+        tts,
+        tts_pb2.VoiceSelection(preset_speaker="vivian"),
+        seed=7,
+        sampling=tts_pb2.SamplingOptions(do_sample=True),
+        predictor_sampling=tts_pb2.SamplingOptions(do_sample=True),
+    )
+    seeded = client.audio.speech.create(
+        model="qwen3-tts",
+        voice="vivian",
+        input=TEXT,
+        response_format="pcm",
+        extra_body={"seed": 7, "max_audio_seconds": SECONDS},
+    )
     np.testing.assert_array_equal(np.frombuffer(seeded.content, "<i2"), sampled)
 
 
 def test_sse_sends_base64_deltas_and_a_usage_event(client, tts):
     expected, seconds = grpc_speech(tts, tts_pb2.VoiceSelection(preset_speaker="vivian"))
     with client.audio.speech.with_streaming_response.create(
-            model="qwen3-tts", voice="vivian", input=TEXT, response_format="pcm", stream_format="sse",
-            extra_body=EXACT) as response:
+        model="qwen3-tts", voice="vivian", input=TEXT, response_format="pcm", stream_format="sse", extra_body=EXACT
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = [json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line.startswith("data: ")]
+        events = [
+            json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line.startswith("data: ")
+        ]
     deltas = [e for e in events if e["type"] == "speech.audio.delta"]
     assert len(deltas) > 1 and events[-1]["type"] == "speech.audio.done"
     audio = b"".join(base64.b64decode(e["audio"]) for e in deltas)
@@ -197,7 +238,7 @@ def test_sse_sends_base64_deltas_and_a_usage_event(client, tts):
     assert usage["output_tokens"] == FRAMES and events[-1]["finish_reason"] == "max_length"
 
 
-def test_models_and_voices(client, saved_voice):
+def test_models_and_voices_and_the_api_docs(cluster, client, saved_voice):
     models = {model.id: model for model in client.models.list()}
     assert {model.kind for model in models.values()} == {"base", "custom_voice", "voice_design"}
     assert any("vivian" in model.speakers for model in models.values())
@@ -205,34 +246,55 @@ def test_models_and_voices(client, saved_voice):
     listed = {voice["id"]: voice for voice in voices["data"]}
     assert listed[saved_voice.id]["name"] == "Ana" and listed[saved_voice.id]["type"] == "audio_sample"
     assert any(voice["type"] == "preset" and voice["read_only"] for voice in voices["data"])
+    status, schema = http(cluster, "/openapi.json", method="GET")  # what /docs shows
+    assert status == 200 and {"/v1/audio/speech", "/v1/audio/voices", "/v1/models"} <= set(schema["paths"])
 
 
 def test_one_trace_covers_web_gateway_generator_and_codec(cluster, receiver):
     trace_id, metadata = new_trace()
-    request = urllib.request.Request(f"{cluster.web_url}/v1/audio/speech", json.dumps(
-        {"model": "qwen3-tts", "voice": "vivian", "input": "Traced.", "response_format": "wav", **EXACT}).encode(),
-        {"content-type": "application/json", "authorization": f"Bearer {KEY}", **dict(metadata)})
+    request = urllib.request.Request(
+        f"{cluster.web_url}/v1/audio/speech",
+        json.dumps(
+            {"model": "qwen3-tts", "voice": "vivian", "input": "Traced.", "response_format": "wav", **EXACT}
+        ).encode(),
+        {"content-type": "application/json", "authorization": f"Bearer {KEY}", **dict(metadata)},
+    )
     with urllib.request.urlopen(request, timeout=120) as reply:
         assert reply.status == 200
-    spans = trace_spans(receiver, trace_id, last=("gateway", "/qwentts.v1.TextToSpeechService/Synthesize"))
-    assert {("web", "/qwentts.v1.TextToSpeechService/Synthesize"),
-            ("generator", "/qwentts.generator.v1.GeneratorService/Generate"),
-            ("codec", "/qwentts.codec.v1.CodecService/StreamDecode")} <= spans, spans
-    assert any(service == "web" and name.startswith("POST /v1/audio/speech") for service, name in spans), spans
+    expected = {
+        ("web", "POST /v1/audio/speech"),  # the ASGI server span, which the request's traceparent continues
+        ("web", "/qwentts.v1.TextToSpeechService/Synthesize"),
+        ("gateway", "/qwentts.v1.TextToSpeechService/Synthesize"),
+        ("generator", "/qwentts.generator.v1.GeneratorService/Generate"),
+        ("codec", "/qwentts.codec.v1.CodecService/StreamDecode"),
+    }
+    for _ in range(200):  # each service exports in batches every 200 ms; allow up to 20 s
+        spans = {(service, name) for service, name, t in receiver[0].snapshot() if t == trace_id}
+        if expected <= spans:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the trace has {spans}")
 
 
 # ----- the WebSocket -----
 
 
 def websocket(cluster):
-    return websocket_connect(f"ws://{cluster.web_address}/v1/audio/speech/stream",
-                             additional_headers={"authorization": f"Bearer {KEY}"}, open_timeout=30)
+    return websocket_connect(
+        f"ws://{cluster.web_address}/v1/audio/speech/stream",
+        additional_headers={"authorization": f"Bearer {KEY}"},
+        open_timeout=30,
+    )
 
 
 def bidi_grpc(tts, pieces: list[str]) -> np.ndarray:
     greedy = tts_pb2.SamplingOptions(do_sample=False)
-    config = tts_pb2.SynthesisConfig(voice=tts_pb2.VoiceSelection(preset_speaker="vivian"), sampling=greedy,
-                                     predictor_sampling=greedy, max_audio_seconds=SECONDS)
+    config = tts_pb2.SynthesisConfig(
+        voice=tts_pb2.VoiceSelection(preset_speaker="vivian"),
+        sampling=greedy,
+        predictor_sampling=greedy,
+        max_audio_seconds=SECONDS,
+    )
     requests = [tts_pb2.StreamingSynthesizeRequest(config=config)]
     requests += [tts_pb2.StreamingSynthesizeRequest(input=tts_pb2.TextInput(text=piece)) for piece in pieces]
     replies = tts.StreamingSynthesize(iter(requests), metadata=[("x-api-key", KEY)], timeout=120)
@@ -277,20 +339,19 @@ def wait_for_active_streams(cluster, count: int) -> None:
 
 def test_a_websocket_client_that_goes_away_frees_the_generator_slot(cluster):
     wait_for_active_streams(cluster, 0)
-    ws = websocket(cluster)
-    ws.send(json.dumps({"voice": "vivian", "response_format": "pcm"}))
-    ws.send(json.dumps({"type": "text", "text": "More text is coming, but the client leaves", "flush": True}))
-    assert isinstance(ws.recv(timeout=60), (bytes, str))
-    # No "end": the stream waits for more text and keeps its slot...
-    wait_for_active_streams(cluster, 1)
-    ws.socket.close()  # ...until the connection drops without a goodbye.
-    wait_for_active_streams(cluster, 0)
+    with websocket(cluster) as ws:
+        ws.send(json.dumps({"voice": "vivian", "response_format": "pcm"}))
+        ws.send(json.dumps({"type": "text", "text": "More text is coming, but the client leaves", "flush": True}))
+        assert isinstance(ws.recv(timeout=60), (bytes, str))
+        # No "end": the stream waits for more text and keeps its slot...
+        wait_for_active_streams(cluster, 1)
+        ws.socket.close()  # ...until the connection drops without a goodbye.
+        wait_for_active_streams(cluster, 0)
 
 
 def test_websocket_errors_come_as_an_error_event_then_a_close(cluster):
     with websocket(cluster) as ws:
-        ws.send(json.dumps({"voice": "nobody"}))
-        ws.send(json.dumps({"type": "text", "text": "Hi."}))
+        ws.send(json.dumps({"voice": "nobody"}))  # refused as soon as the config arrives
         event = json.loads(ws.recv(timeout=60))
         assert event["type"] == "error" and event["error"]["code"] == "UNKNOWN_SPEAKER"
         assert event["error"]["param"] == "voice"
@@ -305,8 +366,9 @@ def test_websocket_errors_come_as_an_error_event_then_a_close(cluster):
 
 def http(cluster, path: str, body: bytes | None = None, headers: dict | None = None, method: str = "POST"):
     """(status, parsed JSON body) of a raw request."""
-    request = urllib.request.Request(cluster.web_url + path, body, {"authorization": f"Bearer {KEY}",
-                                                                     **(headers or {})}, method=method)
+    request = urllib.request.Request(
+        cluster.web_url + path, body, {"authorization": f"Bearer {KEY}", **(headers or {})}, method=method
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as reply:
             return reply.status, json.loads(reply.read() or b"null")
@@ -321,23 +383,26 @@ def speech_body(**fields) -> bytes:
 JSON = {"content-type": "application/json"}
 
 
-@pytest.mark.parametrize("body, headers, status, code, param", [
-    (b'{"model": "qwen3-tts", "voice": "vivian", "input": ', JSON, 400, "INVALID_JSON", None),
-    (speech_body(input=None), JSON, 400, "INVALID_REQUEST", "input"),
-    (speech_body(voice="nobody"), JSON, 400, "UNKNOWN_SPEAKER", "voice"),
-    (speech_body(voice={"id": "0" * 28}), JSON, 404, "VOICE_NOT_FOUND", "voice"),
-    (speech_body(input=" "), JSON, 400, "EMPTY_TEXT", "input"),
-    (speech_body(input="a" * 10_001), JSON, 400, "TEXT_TOO_LONG", "input"),
-    (speech_body(response_format="aac"), JSON, 400, "FORMAT_NOT_SUPPORTED", "response_format"),
-    (speech_body(response_format="ogg"), JSON, 400, "INVALID_REQUEST", "response_format"),
-    (speech_body(speed=1.5), JSON, 400, "SPEED_NOT_SUPPORTED", "speed"),
-    (speech_body(speed=5), JSON, 400, "INVALID_REQUEST", "speed"),
-    (speech_body(model="no-such-model"), JSON, 404, "MODEL_NOT_FOUND", None),
-    (speech_body(response_format="opus", sample_rate=22050), JSON, 400, "INVALID_CONFIG", "sample_rate"),
-    (speech_body(), {**JSON, "authorization": "Bearer wrong-key"}, 401, "API_KEY_INVALID", None),
-    (speech_body(), {**JSON, "x-api-key": KEY}, 401, "AMBIGUOUS_CREDENTIALS", None),
-    (speech_body(), {**JSON, "x-request-timeout": "soon"}, 400, "INVALID_TIMEOUT", "x-request-timeout"),
-])
+@pytest.mark.parametrize(
+    "body, headers, status, code, param",
+    [
+        (b'{"model": "qwen3-tts", "voice": "vivian", "input": ', JSON, 400, "INVALID_JSON", None),
+        (speech_body(input=None), JSON, 400, "INVALID_REQUEST", "input"),
+        (speech_body(voice="nobody"), JSON, 400, "UNKNOWN_SPEAKER", "voice"),
+        (speech_body(voice={"id": "0" * 28}), JSON, 404, "VOICE_NOT_FOUND", "voice"),
+        (speech_body(input=" "), JSON, 400, "EMPTY_TEXT", "input"),
+        (speech_body(input="a" * 10_001), JSON, 400, "TEXT_TOO_LONG", "input"),
+        (speech_body(response_format="aac"), JSON, 400, "FORMAT_NOT_SUPPORTED", "response_format"),
+        (speech_body(response_format="ogg"), JSON, 400, "INVALID_REQUEST", "response_format"),
+        (speech_body(speed=1.5), JSON, 400, "SPEED_NOT_SUPPORTED", "speed"),
+        (speech_body(speed=5), JSON, 400, "INVALID_REQUEST", "speed"),
+        (speech_body(model="no-such-model"), JSON, 404, "MODEL_NOT_FOUND", None),
+        (speech_body(response_format="opus", sample_rate=22050), JSON, 400, "INVALID_CONFIG", "sample_rate"),
+        (speech_body(), {**JSON, "authorization": "Bearer wrong-key"}, 401, "API_KEY_INVALID", None),
+        (speech_body(), {**JSON, "x-api-key": KEY}, 401, "AMBIGUOUS_CREDENTIALS", None),
+        (speech_body(), {**JSON, "x-request-timeout": "soon"}, 400, "INVALID_TIMEOUT", "x-request-timeout"),
+    ],
+)
 def test_bad_speech_requests_get_openai_errors(cluster, body, headers, status, code, param):
     got, answer = http(cluster, "/v1/audio/speech", body, headers)
     assert (got, answer["error"]["code"], answer["error"]["param"]) == (status, code, param), answer
@@ -364,26 +429,37 @@ def test_bad_voice_uploads_get_openai_errors(client, cluster):
         client.audio.voices.delete("0" * 28)
     # The service is still up and serving.
     assert http(cluster, "/healthz", method="GET")[0] == 200
-    assert client.audio.speech.create(model="qwen3-tts", voice="vivian", input="Still here.", response_format="pcm",
-                                      extra_body=EXACT).content
+    assert client.audio.speech.create(
+        model="qwen3-tts", voice="vivian", input="Still here.", response_format="pcm", extra_body=EXACT
+    ).content
 
 
 def test_voice_catalogue_over_http(cluster, client):
-    status, preview = http(cluster, "/v1/audio/voices/design", json.dumps(
-        {"prompt": "a bright, quick voice", "script_hint": "Hello there!", "seed": 3}).encode(), JSON)
+    status, preview = http(
+        cluster,
+        "/v1/audio/voices/design",
+        json.dumps({"prompt": "a bright, quick voice", "script_hint": "Hello there!", "seed": 3}).encode(),
+        JSON,
+    )
     assert status == 200 and preview["preview_id"]
     audio, rate = soundfile.read(io.BytesIO(base64.b64decode(preview["audio"])))
     assert rate == RATE and len(audio) > 0
-    status, saved = http(cluster, "/v1/audio/voices", json.dumps(
-        {"type": "preview", "preview_id": preview["preview_id"], "name": "Bright"}).encode(), JSON)
+    status, saved = http(
+        cluster,
+        "/v1/audio/voices",
+        json.dumps({"type": "preview", "preview_id": preview["preview_id"], "name": "Bright"}).encode(),
+        JSON,
+    )
     assert status == 200 and saved["type"] == "prompt" and saved["name"] == "Bright"
-    status, renamed = http(cluster, f"/v1/audio/voices/{saved['id']}", json.dumps({"name": "Brighter"}).encode(), JSON,
-                           method="PATCH")
+    status, renamed = http(
+        cluster, f"/v1/audio/voices/{saved['id']}", json.dumps({"name": "Brighter"}).encode(), JSON, method="PATCH"
+    )
     assert status == 200 and renamed["name"] == "Brighter"
     # In one step with OpenAI's prompt type; then usable by its id.
     designed = client.audio.voices.create(name="Deep", prompt="a deep voice", type="prompt")
-    assert client.audio.speech.create(model="qwen3-tts", voice={"id": designed.id}, input="Hi.", response_format="pcm",
-                                      extra_body=EXACT).content
+    assert client.audio.speech.create(
+        model="qwen3-tts", voice={"id": designed.id}, input="Hi.", response_format="pcm", extra_body=EXACT
+    ).content
     for voice_id in (saved["id"], designed.id):
         assert client.audio.voices.delete(voice_id).deleted
     assert http(cluster, f"/v1/audio/voices/{saved['id']}", method="GET")[0] == 404
@@ -400,9 +476,21 @@ def browser():
     with sync_playwright() as playwright:
         # Playwright gives every launch a fresh, temporary user-data-dir.
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--autoplay-policy=no-user-gesture-required",
+                # A fake microphone (it beeps) that needs no permission prompt.
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+            ],
+        )
         yield browser
         browser.close()
 
@@ -411,7 +499,7 @@ def test_the_page_speaks_clones_designs_and_manages_voices(cluster, browser, tmp
     if SCREENSHOTS.exists():
         shutil.rmtree(SCREENSHOTS)
     SCREENSHOTS.mkdir(parents=True)
-    desktop = browser.new_context(viewport={"width": 1100, "height": 900})
+    desktop = browser.new_context(viewport={"width": 1100, "height": 900}, permissions=["microphone"])
     page = desktop.new_page()
     problems = []
     page.on("pageerror", lambda error: problems.append(str(error)))
@@ -455,9 +543,28 @@ def test_the_page_speaks_clones_designs_and_manages_voices(cluster, browser, tmp
     assert "Confirm" in page.inner_text("#error")
     page.check("#clone-consent")
     page.click("#clone-button")
-    page.wait_for_function("[...document.querySelectorAll('#voice-list .name')].some(e => e.textContent === 'Ana')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "[...document.querySelectorAll('#voice-list .name')].some(e => e.textContent === 'Ana')", timeout=60_000
+    )
     shot("04-cloned")
+
+    # Clone from the microphone: too short first (refused in words), then long enough.
+    record_state = "document.getElementById('record-state').textContent"
+    page.click("#record-button")
+    page.wait_for_function(f"{record_state}.startsWith('Recording')")
+    page.click("#record-button")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "record at least 3 s" in page.inner_text("#error")
+    page.click("#record-button")
+    page.wait_for_function(f"parseFloat({record_state}.split(' ')[1]) >= 3.2", timeout=60_000)
+    page.click("#record-button")
+    page.wait_for_function(f"{record_state}.startsWith('Recorded')")
+    page.fill("#clone-name", "Mic")
+    page.fill("#clone-transcript", "")
+    page.click("#clone-button")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#voice-list .name')].some(e => e.textContent === 'Mic')", timeout=60_000
+    )
 
     # Design a voice, listen to the preview, save it.
     page.fill("#design-description", "a calm, low voice")
@@ -467,9 +574,10 @@ def test_the_page_speaks_clones_designs_and_manages_voices(cluster, browser, tmp
     shot("05-design-preview")
     page.fill("#design-name", "Calm")
     page.click("#design-save")
-    page.wait_for_function("[...document.querySelectorAll('#voice-list .name')].some(e => e.textContent === 'Calm')",
-                           timeout=60_000)
-    assert sorted(voice_names()) == ["Ana", "Calm"]
+    page.wait_for_function(
+        "[...document.querySelectorAll('#voice-list .name')].some(e => e.textContent === 'Calm')", timeout=60_000
+    )
+    assert sorted(voice_names()) == ["Ana", "Calm", "Mic"]
     shot("06-designed-and-listed")
 
     # A saved voice speaks too.
@@ -481,15 +589,22 @@ def test_the_page_speaks_clones_designs_and_manages_voices(cluster, browser, tmp
     page.locator("#voice-list li", has_text="Calm").get_by_role("button", name="Rename").click()
     page.fill("#voice-list input", "Calm and low")
     page.get_by_role("button", name="Save", exact=True).click()
-    page.wait_for_function("[...document.querySelectorAll('#voice-list .name')].some(e => e.textContent === 'Calm and low')")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#voice-list .name')].some(e => e.textContent === 'Calm and low')"
+    )
     page.locator("#voice-list li", has_text="Ana").get_by_role("button", name="Delete").click()
-    page.wait_for_function("document.querySelectorAll('#voice-list li').length === 1")
-    assert voice_names() == ["Calm and low"]
+    page.wait_for_function("document.querySelectorAll('#voice-list li').length === 2")
+    assert sorted(voice_names()) == ["Calm and low", "Mic"]
     shot("07-renamed-and-deleted")
 
     # Phone-sized: one column, nothing wider than the screen.
-    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                                has_touch=True, storage_state=desktop.storage_state()).new_page()
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        storage_state=desktop.storage_state(),
+    ).new_page()
     phone.goto(cluster.web_url + "/")
     phone.wait_for_selector("#voice-list li", timeout=30_000)  # the key is kept in the browser's storage
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390

@@ -32,9 +32,16 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 409: "conflict_error", 411: "invalid_request_error",
-               413: "invalid_request_error", 429: "rate_limit_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    411: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 # The gateway's field paths -> this API's parameters (the first matching prefix wins).
 PARAMS = (
@@ -60,20 +67,30 @@ PARAMS = (
 class ApiError(Exception):
     """An error to answer with: HTTP status, a message for a person, an UPPER_SNAKE reason."""
 
-    def __init__(self, status: int, message: str, code: str, param: str | None = None,
-                 grpc_status: str | None = None):
+    def __init__(self, status: int, message: str, code: str, param: str | None = None, grpc_status: str | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.grpc_status = status, message, code, param, grpc_status
 
     def body(self) -> dict:
-        error = {"message": self.message, "type": ERROR_TYPES.get(self.status, "server_error"),
-                 "param": self.param, "code": self.code}
+        error = {
+            "message": self.message,
+            "type": ERROR_TYPES.get(self.status, "server_error"),
+            "param": self.param,
+            "code": self.code,
+        }
         if self.grpc_status:
             error["grpc_status"] = self.grpc_status
         return {"error": error}
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status)
+
+
+def invalid(problems: list[dict], code: str = "INVALID_REQUEST") -> ApiError:
+    """Pydantic's problems (`ValidationError.errors()`) as one 400 naming each field."""
+    fields = [".".join(str(part) for part in p["loc"] if part not in ("body", "query", "path")) for p in problems]
+    message = "; ".join(f"{field or 'body'}: {p['msg']}" for field, p in zip(fields, problems))
+    return ApiError(400, message, code, next((field for field in fields if field), None))
 
 
 def http_param(field: str) -> str:
@@ -91,10 +108,12 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ApiError:
         # Not the gateway's own status: it is down or unreachable, or the call never got there.
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
             reason = {grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED"}.get(code, "GATEWAY_UNAVAILABLE")
-            return ApiError(status, f"the speech service did not answer ({code.name}); retry later", reason,
-                            grpc_status=code.name)
+            return ApiError(
+                status, f"the speech service did not answer ({code.name}); retry later", reason, grpc_status=code.name
+            )
         return ApiError(status, error.details() or code.name, code.name, grpc_status=code.name)
     param = bad_request.field_violations[0].field if bad_request and bad_request.field_violations else None
     param = param or info.metadata.get("field")
-    return ApiError(status, error.details() or code.name, info.reason, http_param(param) if param else None,
-                    grpc_status=code.name)
+    return ApiError(
+        status, error.details() or code.name, info.reason, http_param(param) if param else None, grpc_status=code.name
+    )

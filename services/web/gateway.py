@@ -59,32 +59,39 @@ class Gateway:
             except ValueError:
                 asked = math.nan
             if not (math.isfinite(asked) and asked > 0):
-                raise ApiError(400, f"{TIMEOUT_HEADER} must be a number of seconds above 0", "INVALID_TIMEOUT",
-                               TIMEOUT_HEADER)
+                raise ApiError(
+                    400, f"{TIMEOUT_HEADER} must be a number of seconds above 0", "INVALID_TIMEOUT", TIMEOUT_HEADER
+                )
             timeout = min(asked, timeout)
         return {"metadata": metadata, "timeout": timeout}
 
-    async def unary(self, request: Request, method, message, api_key: str = ""):
-        """`method(message)` for this HTTP request, its failure raised as an ApiError; cancelled if the
-        client disconnects first (then the ApiError is 499, which nobody reads)."""
-        call = method(message, **self.call_options(request.headers, api_key))
-        disconnected = asyncio.ensure_future(_disconnect(request))
-        answer = asyncio.ensure_future(_answer(call))
-        try:
-            await asyncio.wait([answer, disconnected], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            disconnected.cancel()
-            if not answer.done():
-                call.cancel()
-                answer.cancel()
-        if not answer.done() or answer.cancelled():
-            raise ApiError(499, "the client went away", "CLIENT_GONE")
-        return answer.result()
+    async def unary(self, request: Request, method, message):
+        """`method(message)` for this HTTP request (see `step`)."""
+        call = method(message, **self.call_options(request.headers))
+        return await step(request, call, call)
 
 
-async def _answer(call):
+async def step(request: Request, call, awaitable):
+    """Awaits `awaitable`, a step of the gRPC `call` (the call itself, or a read of its stream), its
+    failure raised as an ApiError. If the HTTP client disconnects first, the call is cancelled (and
+    the ApiError is 499, which nobody reads)."""
+    disconnected = asyncio.ensure_future(_disconnect(request))
+    answer = asyncio.ensure_future(_answer(awaitable))
     try:
-        return await call
+        await asyncio.wait([answer, disconnected], return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this request's own task is cancelled
+        disconnected.cancel()
+        if not answer.done():
+            call.cancel()
+            answer.cancel()
+    if not answer.done() or answer.cancelled():
+        raise ApiError(499, "the client went away", "CLIENT_GONE")
+    return answer.result()
+
+
+async def _answer(awaitable):
+    try:
+        return await awaitable
     except grpc.aio.AioRpcError as error:
         raise from_rpc_error(error) from None
 

@@ -38,7 +38,7 @@ from shared.service import ProcessConfig
 from shared.telemetry import setup_logging, setup_telemetry
 
 from . import speech, voices
-from .errors import ApiError
+from .errors import ApiError, invalid
 from .gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,11 @@ class BodyLimit:
 
 
 def _too_large(limit: int):
-    return ApiError(413, f"the request body is over {limit} bytes (reference audio may have at most "
-                         f"{MAX_REFERENCE_BYTES} bytes)", "REQUEST_TOO_LARGE").response()
+    return ApiError(
+        413,
+        f"the request body is over {limit} bytes (reference audio may have at most {MAX_REFERENCE_BYTES} bytes)",
+        "REQUEST_TOO_LARGE",
+    ).response()
 
 
 def create_app(config: WebConfig) -> FastAPI:
@@ -103,10 +106,14 @@ def create_app(config: WebConfig) -> FastAPI:
         finally:
             await app.state.gateway.close()
 
-    app = FastAPI(title="Qwen3-TTS", version="1", lifespan=lifespan,
-                  description="OpenAI-compatible speech, a WebSocket for streaming text in and audio out, and the "
-                              "caller's voice catalogue. Errors: `{\"error\": {message, type, param, code}}`, "
-                              "`code` being the gateway's reason (docs/errors.md).")
+    app = FastAPI(
+        title="Qwen3-TTS",
+        version="1",
+        lifespan=lifespan,
+        description="OpenAI-compatible speech, a WebSocket for streaming text in and audio out, and the "
+        'caller\'s voice catalogue. Errors: `{"error": {message, type, param, code}}`, '
+        "`code` being the gateway's reason (docs/errors.md).",
+    )
     app.include_router(speech.router)
     app.include_router(voices.router)
 
@@ -117,11 +124,9 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError):
         problems = error.errors()
-        json_invalid = any(problem["type"] == "json_invalid" for problem in problems)
-        message = "; ".join(f"{'.'.join(str(part) for part in p['loc'][1:]) or 'body'}: {p['msg']}" for p in problems)
-        param = next((str(p["loc"][-1]) for p in problems if len(p["loc"]) > 1), None)
-        return ApiError(400, "the body is not valid JSON" if json_invalid else message,
-                        "INVALID_JSON" if json_invalid else "INVALID_REQUEST", None if json_invalid else param).response()
+        if any(problem["type"] == "json_invalid" for problem in problems):
+            return ApiError(400, "the body is not valid JSON", "INVALID_JSON").response()
+        return invalid(problems).response()
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
@@ -173,7 +178,18 @@ def main() -> None:
     log.info("web starting: %s", describe(config))
     app = create_app(config)
     traced = OpenTelemetryMiddleware(BodyLimit(app), excluded_urls=",".join(PROBES))
-    server = _DrainingServer(uvicorn.Config(
-        traced, host=config.host, port=config.port, log_config=None, lifespan="on", ws="websockets",
-        timeout_graceful_shutdown=config.grace_seconds, server_header=False), app, config.drain_seconds)
+    server = _DrainingServer(
+        uvicorn.Config(
+            traced,
+            host=config.host,
+            port=config.port,
+            log_config=None,
+            lifespan="on",
+            ws="websockets",
+            timeout_graceful_shutdown=config.grace_seconds,
+            server_header=False,
+        ),
+        app,
+        config.drain_seconds,
+    )
     server.run()

@@ -35,8 +35,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from qwentts.v1 import audio_pb2, tts_pb2
 
-from .errors import ApiError, from_rpc_error
-from .gateway import Gateway
+from .errors import ApiError, from_rpc_error, invalid
+from .gateway import Gateway, step
 
 E = audio_pb2.AudioEncoding
 # response_format -> (the gateway's encoding, media type)
@@ -51,8 +51,11 @@ FORMATS = {
 MODEL_ALIASES = {"", "qwen3-tts", "tts-1", "tts-1-hd"}
 DESIGN_PREFIX = "design:"
 CATALOGUE_ID = re.compile(r"preset:.+|[0-9a-f]{28}")
-FINISH_REASONS = {tts_pb2.FINISH_REASON_END_OF_SPEECH: "end_of_speech", tts_pb2.FINISH_REASON_MAX_LENGTH: "max_length",
-                  tts_pb2.FINISH_REASON_FRAME_BUDGET: "frame_budget"}
+FINISH_REASONS = {
+    tts_pb2.FINISH_REASON_END_OF_SPEECH: "end_of_speech",
+    tts_pb2.FINISH_REASON_MAX_LENGTH: "max_length",
+    tts_pb2.FINISH_REASON_FRAME_BUDGET: "frame_budget",
+}
 
 router = APIRouter()
 
@@ -66,10 +69,14 @@ class SpeechOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("qwen3-tts", description="a model from GET /v1/models, or qwen3-tts (or an OpenAI model "
-                                                "name) to let the server pick one for the voice")
-    voice: str | VoiceId = Field(description='a preset speaker, a saved voice id (or {"id": ...}), or '
-                                             '"design:<a description of the voice>"')
+    model: str = Field(
+        "qwen3-tts",
+        description="a model from GET /v1/models, or qwen3-tts (or an OpenAI model "
+        "name) to let the server pick one for the voice",
+    )
+    voice: str | VoiceId = Field(
+        description='a preset speaker, a saved voice id (or {"id": ...}), or "design:<a description of the voice>"'
+    )
     instructions: str = Field("", description="a style instruction (models that follow instructions only)")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0, description="only 1.0: this server does not time-stretch")
@@ -77,14 +84,16 @@ class SpeechOptions(BaseModel):
     seed: int | None = Field(None, ge=0, lt=1 << 64, description="extension: reproducible sampling")
     greedy: bool = Field(False, description="extension: greedy decoding (no sampling)")
     max_audio_seconds: float = Field(0.0, ge=0, description="extension: a cap on the audio; 0: the server's")
-    sample_rate: int = Field(0, ge=0, description="extension: output rate in Hz; 0: 24000 (mp3 and opus take "
-                                                  "only some rates)")
+    sample_rate: int = Field(
+        0, ge=0, description="extension: output rate in Hz; 0: 24000 (mp3 and opus take only some rates)"
+    )
 
 
 class SpeechRequest(SpeechOptions):
     input: str = Field(description="the text to speak")
     stream_format: Literal["audio", "sse"] | None = Field(
-        None, description="unset: the whole file at once; audio: bytes as they are made; sse: base64 events")
+        None, description="unset: the whole file at once; audio: bytes as they are made; sse: base64 events"
+    )
 
 
 class StreamConfig(SpeechOptions):
@@ -111,17 +120,30 @@ class EndMessage(BaseModel):
 
 def synthesis_config(options: SpeechOptions) -> tts_pb2.SynthesisConfig:
     if options.speed != 1.0:
-        raise ApiError(400, f"speed {options.speed:g} is not supported: this server speaks at speed 1.0 only "
-                            "(it does not time-stretch audio)", "SPEED_NOT_SUPPORTED", "speed")
+        raise ApiError(
+            400,
+            f"speed {options.speed:g} is not supported: this server speaks at speed 1.0 only "
+            "(it does not time-stretch audio)",
+            "SPEED_NOT_SUPPORTED",
+            "speed",
+        )
     if options.response_format == "aac":
-        raise ApiError(400, "response_format aac is not supported; use mp3, opus, flac, wav or pcm",
-                       "FORMAT_NOT_SUPPORTED", "response_format")
+        raise ApiError(
+            400,
+            "response_format aac is not supported; use mp3, opus, flac, wav or pcm",
+            "FORMAT_NOT_SUPPORTED",
+            "response_format",
+        )
     config = tts_pb2.SynthesisConfig(
-        voice=voice_selection(options.voice), language=options.language, instruct=options.instructions,
-        output_format=audio_pb2.AudioFormat(encoding=FORMATS[options.response_format][0],
-                                            sample_rate_hz=options.sample_rate),
+        voice=voice_selection(options.voice),
+        language=options.language,
+        instruct=options.instructions,
+        output_format=audio_pb2.AudioFormat(
+            encoding=FORMATS[options.response_format][0], sample_rate_hz=options.sample_rate
+        ),
         max_audio_seconds=options.max_audio_seconds,
-        model="" if options.model.lower() in MODEL_ALIASES or options.model.startswith("gpt-") else options.model)
+        model="" if options.model.lower() in MODEL_ALIASES or options.model.startswith("gpt-") else options.model,
+    )
 
     if options.greedy:
         config.sampling.do_sample = config.predictor_sampling.do_sample = False
@@ -143,61 +165,79 @@ def voice_selection(voice: str | VoiceId) -> tts_pb2.VoiceSelection:
 def usage(summary: tts_pb2.SynthesisSummary) -> dict:
     """A summary as JSON; the token fields are OpenAI's names for characters in and frames out."""
     used = summary.usage
-    return {"input_tokens": used.input_characters, "output_tokens": used.audio_frames,
-            "total_tokens": used.input_characters + used.audio_frames, "input_characters": used.input_characters,
-            "audio_frames": used.audio_frames, "audio_seconds": used.audio_seconds}
+    return {
+        "input_tokens": used.input_characters,
+        "output_tokens": used.audio_frames,
+        "total_tokens": used.input_characters + used.audio_frames,
+        "input_characters": used.input_characters,
+        "audio_frames": used.audio_frames,
+        "audio_seconds": used.audio_seconds,
+    }
 
 
 def summary_json(summary: tts_pb2.SynthesisSummary) -> dict:
-    return {"usage": usage(summary), "model": summary.model,
-            "finish_reason": FINISH_REASONS.get(summary.finish_reason, "unspecified"),
-            "sample_rate": summary.output_format.sample_rate_hz}
+    return {
+        "usage": usage(summary),
+        "model": summary.model,
+        "finish_reason": FINISH_REASONS.get(summary.finish_reason, "unspecified"),
+        "sample_rate": summary.output_format.sample_rate_hz,
+    }
 
 
 @router.get("/v1/models", summary="The models the server has loaded (OpenAI's list shape)")
 async def list_models(request: Request):
     gateway: Gateway = request.app.state.gateway
     reply = await gateway.unary(request, gateway.tts.ListModels, tts_pb2.ListModelsRequest())
-    return {"object": "list", "data": [{
-        "id": model.name, "object": "model", "owned_by": "qwentts", "created": 0,
-        "kind": tts_pb2.ModelKind.Name(model.kind).removeprefix("MODEL_KIND_").lower(), "size": model.size,
-        "languages": list(model.languages), "speakers": [speaker.name for speaker in model.speakers],
-        "supports_instructions": model.supports_instruct, "sample_rate": model.native_sample_rate_hz,
-    } for model in reply.models]}
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": model.name,
+                "object": "model",
+                "owned_by": "qwentts",
+                "created": 0,
+                "kind": tts_pb2.ModelKind.Name(model.kind).removeprefix("MODEL_KIND_").lower(),
+                "size": model.size,
+                "languages": list(model.languages),
+                "speakers": [speaker.name for speaker in model.speakers],
+                "supports_instructions": model.supports_instruct,
+                "sample_rate": model.native_sample_rate_hz,
+            }
+            for model in reply.models
+        ],
+    }
 
 
-@router.post("/v1/audio/speech", summary="Speak text (OpenAI-compatible)",
-             responses={200: {"content": {media: {} for _, media in FORMATS.values()} | {"text/event-stream": {}}}})
+@router.post(
+    "/v1/audio/speech",
+    summary="Speak text (OpenAI-compatible)",
+    responses={200: {"content": {media: {} for _, media in FORMATS.values()} | {"text/event-stream": {}}}},
+)
 async def create_speech(body: SpeechRequest, request: Request):
     gateway: Gateway = request.app.state.gateway
     config = synthesis_config(body)
     media_type = FORMATS[body.response_format][1]
     if body.stream_format is None:
-        reply = await gateway.unary(request, gateway.tts.Synthesize,
-                                    tts_pb2.SynthesizeRequest(config=config, text=body.input))
-        headers = {"x-audio-seconds": f"{reply.summary.usage.audio_seconds:g}",
-                   "x-input-characters": str(reply.summary.usage.input_characters),
-                   "x-model": reply.summary.model,
-                   "x-finish-reason": FINISH_REASONS.get(reply.summary.finish_reason, "unspecified")}
+        reply = await gateway.unary(
+            request, gateway.tts.Synthesize, tts_pb2.SynthesizeRequest(config=config, text=body.input)
+        )
+        headers = {
+            "x-audio-seconds": f"{reply.summary.usage.audio_seconds:g}",
+            "x-input-characters": str(reply.summary.usage.input_characters),
+            "x-model": reply.summary.model,
+            "x-finish-reason": FINISH_REASONS.get(reply.summary.finish_reason, "unspecified"),
+        }
         return Response(reply.audio, media_type=media_type, headers=headers)
 
-    call = gateway.tts.StreamSynthesize(tts_pb2.StreamSynthesizeRequest(config=config, text=body.input),
-                                        **gateway.call_options(request.headers))
+    call = gateway.tts.StreamSynthesize(
+        tts_pb2.StreamSynthesizeRequest(config=config, text=body.input), **gateway.call_options(request.headers)
+    )
     # Wait for the first message, so that an error before any audio is a proper HTTP error.
-    first = await _first_message(call)
+    first = await step(request, call, call.read())
     encode = _sse_event if body.stream_format == "sse" else _audio_bytes
-    return StreamingResponse(_streamed(call, first, encode),
-                             media_type="text/event-stream" if body.stream_format == "sse" else media_type)
-
-
-async def _first_message(call):
-    try:
-        return await call.read()
-    except grpc.aio.AioRpcError as error:
-        raise from_rpc_error(error) from None
-    except asyncio.CancelledError:
-        call.cancel()
-        raise
+    return StreamingResponse(
+        _streamed(call, first, encode), media_type="text/event-stream" if body.stream_format == "sse" else media_type
+    )
 
 
 async def _streamed(call, first, encode):
@@ -255,16 +295,20 @@ async def speech_stream(websocket: WebSocket):
             if kind == "audio":
                 await websocket.send_bytes(response.audio.audio)
             elif kind == "progress":
-                await websocket.send_json({"type": "progress",
-                                           "characters_consumed": response.progress.characters_consumed,
-                                           "characters_received": response.progress.characters_received})
+                await websocket.send_json(
+                    {
+                        "type": "progress",
+                        "characters_consumed": response.progress.characters_consumed,
+                        "characters_received": response.progress.characters_received,
+                    }
+                )
             else:
                 await websocket.send_json({"type": "done", **summary_json(response.summary)})
         await websocket.close()
     except WebSocketDisconnect:
         pass  # the client went away: `finally` cancels the synthesis
     except ValidationError as error:
-        await _close_with_error(websocket, ApiError(400, _validation_message(error), "INVALID_MESSAGE"))
+        await _close_with_error(websocket, invalid(error.errors(), "INVALID_MESSAGE"))
     except ApiError as error:
         await _close_with_error(websocket, error)
     except grpc.aio.AioRpcError as error:
@@ -290,11 +334,12 @@ async def _forward_text(websocket: WebSocket, call) -> None:
                 await call.done_writing()
                 return
             text = TextMessage.model_validate(message)
-            await call.write(tts_pb2.StreamingSynthesizeRequest(input=tts_pb2.TextInput(text=text.text,
-                                                                                      flush=text.flush)))
+            await call.write(
+                tts_pb2.StreamingSynthesizeRequest(input=tts_pb2.TextInput(text=text.text, flush=text.flush))
+            )
     except ValidationError as error:
         call.cancel()
-        raise ApiError(400, _validation_message(error), "INVALID_MESSAGE") from None
+        raise invalid(error.errors(), "INVALID_MESSAGE") from None
     except (ApiError, WebSocketDisconnect):
         call.cancel()
         raise
@@ -309,7 +354,9 @@ async def _receive_json(websocket: WebSocket) -> dict:
     try:
         value = json.loads(message.get("text") or "")
     except json.JSONDecodeError:
-        raise ApiError(400, "every message from the client must be a JSON object (text frame)", "INVALID_JSON") from None
+        raise ApiError(
+            400, "every message from the client must be a JSON object (text frame)", "INVALID_JSON"
+        ) from None
     if not isinstance(value, dict):
         raise ApiError(400, "every message from the client must be a JSON object", "INVALID_JSON")
     return value
@@ -324,7 +371,3 @@ async def _close_with_error(websocket: WebSocket, error: ApiError) -> None:
         await websocket.close(code=1008 if error.status < 500 else 1011)
     except (WebSocketDisconnect, RuntimeError):
         pass  # it went away meanwhile
-
-
-def _validation_message(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in error.errors())

@@ -24,18 +24,23 @@ from fastapi import APIRouter, Request
 from google.protobuf import field_mask_pb2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
-from starlette.responses import Response
 
 from qwentts.v1 import audio_pb2, voices_pb2
 from shared.limits import MAX_REFERENCE_BYTES
 
-from .errors import ApiError
+from .errors import ApiError, invalid
 from .gateway import Gateway
 
-VOICE_TYPES = {voices_pb2.VOICE_KIND_CLONED: "audio_sample", voices_pb2.VOICE_KIND_DESIGNED: "prompt",
-               voices_pb2.VOICE_KIND_PRESET: "preset"}
-KINDS = {"audio_sample": voices_pb2.VOICE_KIND_CLONED, "prompt": voices_pb2.VOICE_KIND_DESIGNED,
-         "preset": voices_pb2.VOICE_KIND_PRESET}
+VOICE_TYPES = {
+    voices_pb2.VOICE_KIND_CLONED: "audio_sample",
+    voices_pb2.VOICE_KIND_DESIGNED: "prompt",
+    voices_pb2.VOICE_KIND_PRESET: "preset",
+}
+KINDS = {
+    "audio_sample": voices_pb2.VOICE_KIND_CLONED,
+    "prompt": voices_pb2.VOICE_KIND_DESIGNED,
+    "preset": voices_pb2.VOICE_KIND_PRESET,
+}
 DEFAULT_SCRIPT = "Hello! This is how I sound. I hope you like my voice."
 
 router = APIRouter()
@@ -55,8 +60,11 @@ class NewVoice(BaseModel):
     prompt: str = Field("", description="type prompt: a description of the voice")
     script_hint: str = Field(DEFAULT_SCRIPT, description="type prompt: what the voice says while it is designed")
     preview_id: str = Field("", description="type preview: a preview from POST /v1/audio/voices/design")
-    request_id: str = Field("", description="a UUID: send the same one when retrying, and the retry returns the "
-                                            "voice the first attempt created (docs/errors.md)")
+    request_id: str = Field(
+        "",
+        description="a UUID: send the same one when retrying, and the retry returns the "
+        "voice the first attempt created (docs/errors.md)",
+    )
 
 
 class DesignRequest(BaseModel):
@@ -75,57 +83,106 @@ class VoiceChange(BaseModel):
     language: str | None = None
     description: str | None = None
     tags: list[str] | None = None
-    etag: str = Field("", description="change only this version (from GET); empty: the current one "
-                                      "(a change made meanwhile is still refused, 409 ETAG_MISMATCH)")
+    etag: str = Field(
+        "",
+        description="change only this version (from GET); empty: the current one "
+        "(a change made meanwhile is still refused, 409 ETAG_MISMATCH)",
+    )
 
 
 def voice_json(voice: voices_pb2.Voice) -> dict:
     return {
-        "id": voice.voice_id, "object": "audio.voice", "name": voice.name, "created_at": voice.create_time.seconds,
-        "type": VOICE_TYPES.get(voice.kind, "audio_sample"), "language": voice.language,
-        "description": voice.description, "tags": list(voice.tags), "transcript": voice.transcript,
-        "consent": voice.consent_statement, "reference_seconds": round(voice.reference_seconds, 3),
-        "read_only": voice.read_only, "etag": voice.etag,
+        "id": voice.voice_id,
+        "object": "audio.voice",
+        "name": voice.name,
+        "created_at": voice.create_time.seconds,
+        "type": VOICE_TYPES.get(voice.kind, "audio_sample"),
+        "language": voice.language,
+        "description": voice.description,
+        "tags": list(voice.tags),
+        "transcript": voice.transcript,
+        "consent": voice.consent_statement,
+        "reference_seconds": round(voice.reference_seconds, 3),
+        "read_only": voice.read_only,
+        "etag": voice.etag,
     }
 
 
 @router.get("/v1/audio/voices", summary="The caller's voices, presets first")
-async def list_voices(request: Request, page_size: int = 0, page_token: str = "",
-                      type: Literal["audio_sample", "prompt", "preset"] | None = None):
+async def list_voices(
+    request: Request,
+    page_size: int = 0,
+    page_token: str = "",
+    type: Literal["audio_sample", "prompt", "preset"] | None = None,
+):
     gateway: Gateway = request.app.state.gateway
-    reply = await gateway.unary(request, gateway.voices.ListVoices, voices_pb2.ListVoicesRequest(
-        page_size=max(page_size, 0), page_token=page_token, kind=KINDS.get(type, voices_pb2.VOICE_KIND_UNSPECIFIED)))
-    return {"object": "list", "data": [voice_json(v) for v in reply.voices],
-            "next_page_token": reply.next_page_token, "has_more": bool(reply.next_page_token)}
+    reply = await gateway.unary(
+        request,
+        gateway.voices.ListVoices,
+        voices_pb2.ListVoicesRequest(
+            page_size=max(page_size, 0), page_token=page_token, kind=KINDS.get(type, voices_pb2.VOICE_KIND_UNSPECIFIED)
+        ),
+    )
+    return {
+        "object": "list",
+        "data": [voice_json(v) for v in reply.voices],
+        "next_page_token": reply.next_page_token,
+        "has_more": bool(reply.next_page_token),
+    }
 
 
-@router.post("/v1/audio/voices", summary="Save a voice: clone audio, or design from a description",
-             openapi_extra={"requestBody": {"content": {
-                 "multipart/form-data": {"schema": {"type": "object", "properties": {
-                     "audio_sample": {"type": "string", "format": "binary"}, **NewVoice.model_json_schema()["properties"]}}},
-                 "application/json": {"schema": NewVoice.model_json_schema()}}}})
+@router.post(
+    "/v1/audio/voices",
+    summary="Save a voice: clone audio, or design from a description",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "audio_sample": {"type": "string", "format": "binary"},
+                            **NewVoice.model_json_schema()["properties"],
+                        },
+                    }
+                },
+                "application/json": {"schema": NewVoice.model_json_schema()},
+            }
+        }
+    },
+)
 async def create_voice(request: Request):
     gateway: Gateway = request.app.state.gateway
     fields, audio = await _voice_form(request)
     try:
         new = NewVoice.model_validate(fields)
     except ValidationError as error:
-        raise ApiError(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()),
-                       "INVALID_REQUEST", str(error.errors()[0]["loc"][0])) from None
-    message = voices_pb2.CreateVoiceRequest(name=new.name, language=new.language, description=new.description,
-                                            consent_statement=new.consent, request_id=new.request_id)
+        raise invalid(error.errors()) from None
+    message = voices_pb2.CreateVoiceRequest(
+        name=new.name,
+        language=new.language,
+        description=new.description,
+        consent_statement=new.consent,
+        request_id=new.request_id,
+    )
     if new.type == "audio_sample":
         if audio is None:
             raise ApiError(400, "attach the recording as the audio_sample file", "AUDIO_REQUIRED", "audio_sample")
         if not new.consent.strip():
-            raise ApiError(400, "say who consented to cloning this voice, and how (consent)", "CONSENT_REQUIRED",
-                           "consent")
+            raise ApiError(
+                400, "say who consented to cloning this voice, and how (consent)", "CONSENT_REQUIRED", "consent"
+            )
         message.reference_audio.content, message.transcript = audio, new.transcript
     else:
         preview_id = new.preview_id
         if new.type == "prompt":
-            preview_id = (await _design(request, gateway, DesignRequest(
-                prompt=new.prompt, script_hint=new.script_hint, language=new.language))).preview_id
+            preview_id = (
+                await _design(
+                    request,
+                    gateway,
+                    DesignRequest(prompt=new.prompt, script_hint=new.script_hint, language=new.language),
+                )
+            ).preview_id
             message.description = message.description or new.prompt
         elif not preview_id:
             raise ApiError(400, "type preview needs the preview_id of a design", "PREVIEW_REQUIRED", "preview_id")
@@ -138,8 +195,13 @@ async def create_voice(request: Request):
 async def design_voice(body: DesignRequest, request: Request):
     gateway: Gateway = request.app.state.gateway
     reply = await _design(request, gateway, body)
-    return {"object": "audio.voice.preview", "preview_id": reply.preview_id, "format": "wav",
-            "audio": base64.b64encode(reply.audio).decode(), "expires_at": reply.expire_time.seconds}
+    return {
+        "object": "audio.voice.preview",
+        "preview_id": reply.preview_id,
+        "format": "wav",
+        "audio": base64.b64encode(reply.audio).decode(),
+        "expires_at": reply.expire_time.seconds,
+    }
 
 
 @router.get("/v1/audio/voices/{voice_id}", summary="One voice")
@@ -155,25 +217,37 @@ async def update_voice(voice_id: str, change: VoiceChange, request: Request):
     fields = change.model_dump(exclude_none=True, exclude={"etag"})
     if not fields:
         raise ApiError(400, "nothing to change: send name, language, description or tags", "NOTHING_TO_CHANGE")
-    etag = change.etag or (await gateway.unary(request, gateway.voices.GetVoice,
-                                               voices_pb2.GetVoiceRequest(voice_id=voice_id))).voice.etag
+    etag = (
+        change.etag
+        or (
+            await gateway.unary(request, gateway.voices.GetVoice, voices_pb2.GetVoiceRequest(voice_id=voice_id))
+        ).voice.etag
+    )
     voice = voices_pb2.Voice(voice_id=voice_id, etag=etag, **fields)
-    reply = await gateway.unary(request, gateway.voices.UpdateVoice, voices_pb2.UpdateVoiceRequest(
-        voice=voice, update_mask=field_mask_pb2.FieldMask(paths=sorted(fields))))
+    reply = await gateway.unary(
+        request,
+        gateway.voices.UpdateVoice,
+        voices_pb2.UpdateVoiceRequest(voice=voice, update_mask=field_mask_pb2.FieldMask(paths=sorted(fields))),
+    )
     return voice_json(reply.voice)
 
 
 @router.delete("/v1/audio/voices/{voice_id}", summary="Delete a voice")
 async def delete_voice(voice_id: str, request: Request, etag: str = ""):
     gateway: Gateway = request.app.state.gateway
-    await gateway.unary(request, gateway.voices.DeleteVoice, voices_pb2.DeleteVoiceRequest(voice_id=voice_id, etag=etag))
+    await gateway.unary(
+        request, gateway.voices.DeleteVoice, voices_pb2.DeleteVoiceRequest(voice_id=voice_id, etag=etag)
+    )
     return {"id": voice_id, "object": "audio.voice.deleted", "deleted": True}
 
 
 async def _design(request: Request, gateway: Gateway, body: DesignRequest) -> voices_pb2.DesignVoiceResponse:
-    message = voices_pb2.DesignVoiceRequest(description=body.prompt, preview_text=body.script_hint,
-                                            language=body.language,
-                                            output_format=audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_WAV))
+    message = voices_pb2.DesignVoiceRequest(
+        description=body.prompt,
+        preview_text=body.script_hint,
+        language=body.language,
+        output_format=audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_WAV),
+    )
     if body.seed is not None:
         message.seed = body.seed
     return await gateway.unary(request, gateway.voices.DesignVoice, message)
@@ -195,12 +269,14 @@ async def _voice_form(request: Request) -> tuple[dict, bytes | None]:
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if key != "audio_sample":
-                    raise ApiError(400, f"unexpected file {key!r}; send the recording as audio_sample",
-                                   "INVALID_REQUEST", key)
+                    raise ApiError(
+                        400, f"unexpected file {key!r}; send the recording as audio_sample", "INVALID_REQUEST", key
+                    )
                 audio = await value.read(MAX_REFERENCE_BYTES + 1)
                 if len(audio) > MAX_REFERENCE_BYTES:
-                    raise ApiError(413, f"the recording is over {MAX_REFERENCE_BYTES} bytes", "AUDIO_TOO_LARGE",
-                                   "audio_sample")
+                    raise ApiError(
+                        413, f"the recording is over {MAX_REFERENCE_BYTES} bytes", "AUDIO_TOO_LARGE", "audio_sample"
+                    )
             else:
                 fields[key] = value
         return fields, audio

@@ -21,6 +21,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -152,6 +153,15 @@ def check_audio(decoded: np.ndarray, fmt: str, expected: np.ndarray, reported_se
     else:
         assert len(decoded) / RATE == pytest.approx(reported_seconds)
         np.testing.assert_array_equal(decoded, expected)
+
+
+def test_a_bad_setting_stops_the_service_naming_the_variable():
+    env = {"PATH": "/usr/bin:/bin", "WEB_PORT": "eighty", "WEB_REQUEST_TIMEOUT_SECONDS": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.web"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "WEB_PORT='eighty'" in done.stderr and "WEB_REQUEST_TIMEOUT_SECONDS='0'" in done.stderr
 
 
 # ----- the openai package -----

@@ -32,6 +32,7 @@ import numpy as np
 import openai
 import pytest
 import soundfile
+from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as websocket_connect
 
 from deploy.local import REPO_ROOT, LocalCluster
@@ -369,6 +370,19 @@ def test_websocket_errors_come_as_an_error_event_then_a_close(cluster):
     with websocket(cluster) as ws:
         ws.send("not json")
         assert json.loads(ws.recv(timeout=60))["error"]["code"] == "INVALID_JSON"
+    with websocket(cluster) as ws:  # a bad message while the synthesis runs ends it the same way
+        ws.send(json.dumps({"voice": "vivian", "response_format": "pcm"}))
+        ws.send(json.dumps({"type": "text", "text": "Hello"}))
+        ws.send(json.dumps({"type": "txet", "text": " there"}))
+        events = []
+        with pytest.raises(ConnectionClosedError):  # closed with 1008, after the error event
+            while True:
+                message = ws.recv(timeout=60)
+                if isinstance(message, str):
+                    events.append(json.loads(message))
+        assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "INVALID_MESSAGE", events
+        assert events[-1]["error"]["param"] == "type"
+    assert ws.close_code == 1008
 
 
 # ----- bad input over HTTP -----

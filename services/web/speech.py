@@ -311,11 +311,15 @@ async def speech_stream(websocket: WebSocket):
         await _close_with_error(websocket, invalid(error.errors(), "INVALID_MESSAGE"))
     except ApiError as error:
         await _close_with_error(websocket, error)
-    except grpc.aio.AioRpcError as error:
-        # The reader may have ended the call: the client left, or sent a bad message.
+    except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
+        # The reader cancels the call when the client leaves or sends a bad message.
         failure = reader.exception() if reader is not None and reader.done() and not reader.cancelled() else None
-        if not isinstance(failure, WebSocketDisconnect):
-            await _close_with_error(websocket, failure if isinstance(failure, ApiError) else from_rpc_error(error))
+        if isinstance(failure, ApiError):
+            await _close_with_error(websocket, failure)
+        elif isinstance(error, asyncio.CancelledError) and not isinstance(failure, WebSocketDisconnect):
+            raise  # this handler itself was cancelled (the server is stopping)
+        elif isinstance(error, grpc.aio.AioRpcError) and failure is None:
+            await _close_with_error(websocket, from_rpc_error(error))
     finally:
         if reader is not None:
             reader.cancel()

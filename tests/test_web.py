@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -35,7 +37,7 @@ import soundfile
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as websocket_connect
 
-from deploy.local import REPO_ROOT, LocalCluster
+from deploy.local import REPO_ROOT, LocalCluster, http_ready
 from qwentts.generator.v1 import generator_pb2, generator_pb2_grpc
 from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
 from tests.test_cluster_tracing import receiver  # noqa: F401 - the OTLP receiver fixture
@@ -163,6 +165,33 @@ def test_a_bad_setting_stops_the_service_naming_the_variable():
     )
     assert done.returncode == 2
     assert "WEB_PORT='eighty'" in done.stderr and "WEB_REQUEST_TIMEOUT_SECONDS='0'" in done.stderr
+
+
+def test_without_a_gateway_it_is_live_not_ready_and_answers_503(tmp_path):
+    web_port, gateway_port = (socket.create_server(("127.0.0.1", 0)) for _ in range(2))
+    ports = [sock.getsockname()[1] for sock in (web_port, gateway_port)]
+    web_port.close()
+    gateway_port.close()  # nothing listens there
+    env = {**os.environ, "WEB_PORT": str(ports[0]), "WEB_GATEWAY_ADDRESS": f"127.0.0.1:{ports[1]}"}
+    with open(tmp_path / "web.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.web"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        url = f"http://127.0.0.1:{ports[0]}"
+        for _ in range(300):
+            if http_ready(f"{url}/healthz"):
+                break
+            assert process.poll() is None, (tmp_path / "web.log").read_text()
+            time.sleep(0.1)
+        assert not http_ready(f"{url}/readyz")
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(f"{url}/v1/models", timeout=30)
+        assert raised.value.code == 503
+        assert json.loads(raised.value.read())["error"]["code"] == "GATEWAY_UNAVAILABLE"
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 # ----- the openai package -----

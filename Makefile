@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned resolve pulls a CUDA build and several GB.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,run]'
+	$(PY) -m pip install -q -e '.[test,run,web]'
 	touch $(STAMP)
 
 setup: $(STAMP)

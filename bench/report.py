@@ -20,15 +20,22 @@ HEADER = (
 
 
 def machine(device: str = "cpu") -> str:
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
-    host = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    # The vector units that decide CPU matrix speed: which of them this machine has.
+    vector = [flag for flag in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    host = (
+        f"{cpu} ({' '.join(vector) or 'no AVX2'}), {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(device)} (host: {host})"
     return host

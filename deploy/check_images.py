@@ -14,7 +14,8 @@ and for the whole file:
 - every COPY/ADD source from the build context exists, is not left out by .dockerignore, and is
   not tests/, bench/, var/ or the whole context;
 - the torch pins match pyproject.toml's, and deploy/requirements-*.txt pin every line (name==version)
-  and cover pyproject.toml's dependencies (the service list without torch/transformers/safetensors).
+  and cover pyproject.toml's dependencies (the service list without torch/transformers/safetensors);
+  requirements-web.txt, which the web image adds to the service list, covers the `web` extra.
 Exits 1 with one line per problem (`FILE:LINE: message`), 0 when all is well.
 """
 
@@ -45,12 +46,14 @@ TARGETS = {
     "codec": "codec",
     "generator-cpu": "generator",
     "codec-cpu": "codec",
+    "web": "web",
 }
 # Paths of the repository that no image may contain.
 FORBIDDEN_SOURCES = ("tests", "bench", "var", ".venv", ".venv-ref", ".git")
 # pyproject.toml dependencies the gateway and registry do without (they hold no model).
 MODEL_ONLY = {"torch", "transformers", "safetensors"}
 REQUIREMENTS = {"service": MODEL_ONLY, "model": {"torch"}}  # list -> dependencies it must not cover
+EXTRA_REQUIREMENTS = {"web": "web"}  # list -> the optional dependencies (extra) it pins
 
 
 @dataclass
@@ -287,17 +290,21 @@ def check_requirements(path: Path, text: str, root: Path) -> list[str]:
     except ImportError:  # Python 3.10, or no packaging: leave this part to a newer environment
         return []
     problems = []
-    dependencies = [
-        Requirement(d) for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    dependencies = [Requirement(d) for d in project["dependencies"]]
+    lists = [(kind, dependencies, excluded) for kind, excluded in REQUIREMENTS.items()]
+    lists += [
+        (kind, [Requirement(d) for d in project.get("optional-dependencies", {}).get(extra, [])], set())
+        for kind, extra in EXTRA_REQUIREMENTS.items()
     ]
-    for kind, excluded in REQUIREMENTS.items():
+    for kind, wanted, excluded in lists:
         req_path = root / "deploy" / f"requirements-{kind}.txt"
         if not req_path.is_file():
             problems.append(f"{req_path}: missing")
             continue
         pins, found = read_pins(req_path)
         problems += found
-        for dependency in dependencies:
+        for dependency in wanted:
             name = canonical(dependency.name)
             if name in excluded:
                 if name in pins:

@@ -1,5 +1,5 @@
 """The whole cluster on this machine: Redis, the voice registry, the codec, one generator per model
-kind, the gateway.
+kind, the gateway, and the web service (HTTP) in front of it.
 
     python -m deploy.local          # or `make run`; Ctrl-C stops everything
 
@@ -12,8 +12,9 @@ process inherits this environment (so LOG_LEVEL and OTEL_EXPORTER_OTLP_ENDPOINT 
 `extra_env`, and writes its output to <run_dir>/logs/<name>.log (default run_dir: var/run).
 
 Redis, the registry, the codec and the generators start together (loading a model takes seconds),
-the gateway once they are up, since it asks the generators for their models. start() returns when
-every gRPC health check says SERVING and Redis answers PING. stop() goes in reverse order: SIGTERM, then
+the gateway once they are up, since it asks the generators for their models, then the web service.
+start() returns when every gRPC health check says SERVING, Redis answers PING and the web service's
+/readyz answers 200. stop() goes in reverse order: SIGTERM, then
 SIGKILL after `stop_timeout` seconds.
 """
 
@@ -27,6 +28,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -47,6 +50,7 @@ DEFAULT_PORTS = {
     "voice_design": 50055,
     "registry": 50056,
     "redis": 6390,
+    "web": 8000,
 }
 # Short, so that Ctrl-C is quick; set GRPC_GRACE_SECONDS (or extra_env) to change it.
 DEFAULT_GRACE_SECONDS = "5"
@@ -136,6 +140,15 @@ def grpc_serving(address: str) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def http_ready(url: str) -> bool:
+    """Whether GET `url` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def redis_answers(port: int) -> bool:
     client = redis.Redis(host=HOST, port=port, socket_timeout=2)
     try:
@@ -206,7 +219,8 @@ class _Process:
 
 class LocalCluster:
     """See the module docstring. Addresses are "127.0.0.1:<port>" and are set by start():
-    gateway_address, codec_address, generator_addresses[kind], registry_address, redis_port, plus
+    gateway_address, codec_address, generator_addresses[kind], registry_address, redis_port,
+    web_address and web_url (http://127.0.0.1:<port>), plus
     models ({kind: checkpoint}), pids ({process name: pid}), log_dir and routes_file."""
 
     def __init__(
@@ -261,6 +275,8 @@ class LocalCluster:
         self.registry_address = f"{HOST}:{ports['registry']}"
         self.generator_addresses = {kind: f"{HOST}:{ports[kind]}" for kind in self.models}
         self.gateway_address = f"{HOST}:{ports['gateway']}"
+        self.web_address = f"{HOST}:{ports['web']}"
+        self.web_url = f"http://{self.web_address}"
         redis_dir = self.run_dir / "redis"
         for directory in (self.log_dir, redis_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -312,13 +328,29 @@ class LocalCluster:
         )
         self._wait_ready(deadline)
 
-    def _spawn_service(self, name: str, service: str, address: str, **env: str) -> None:
-        """`python -m services.<service>` listening on `address`; `env` adds its own settings."""
+        self._spawn_service(
+            "web",
+            "web",
+            self.web_address,
+            ready=lambda: http_ready(f"{self.web_url}/readyz"),
+            WEB_GATEWAY_ADDRESS=self.gateway_address,
+        )
+        self._wait_ready(deadline)
+
+    def _spawn_service(
+        self, name: str, service: str, address: str, ready: Callable[[], bool] | None = None, **env: str
+    ) -> None:
+        """`python -m services.<service>` listening on `address`; `env` adds its own settings.
+        Ready when its gRPC health check says SERVING, unless `ready` says otherwise."""
         host, port = address.rsplit(":", 1)
         prefix = service.upper()
         env = {f"{prefix}_HOST": host, f"{prefix}_PORT": port, **env}
         self._spawn(
-            name, address, [sys.executable, "-m", f"services.{service}"], env, ready=lambda: grpc_serving(address)
+            name,
+            address,
+            [sys.executable, "-m", f"services.{service}"],
+            env,
+            ready=ready or (lambda: grpc_serving(address)),
         )
 
     def _spawn(
@@ -401,6 +433,7 @@ Try it:
   .venv/bin/python -m qwentts_cli synthesize --speaker vivian --text "Hello there." --out hello.wav
   echo "Hello there." | .venv/bin/python -m qwentts_cli stream-stdin --speaker vivian --out hello.pcm
   node clients/node/bidi.mjs {cluster.gateway_address}      (after `make node-deps`)
+  open {cluster.web_url}/ in a browser (the Web UI); {cluster.web_url}/docs (the HTTP API)
 The gateway is {cluster.gateway_address} (the CLI's default). Ctrl-C stops everything.""",
             flush=True,
         )

@@ -42,8 +42,21 @@ ENCODINGS = {
     "flac": audio_pb2.AUDIO_ENCODING_FLAC,
     "mulaw": audio_pb2.AUDIO_ENCODING_MULAW,
     "pcm_f32": audio_pb2.AUDIO_ENCODING_PCM_F32,
+    "alaw": audio_pb2.AUDIO_ENCODING_ALAW,
+    "mp3": audio_pb2.AUDIO_ENCODING_MP3,
+    "opus": audio_pb2.AUDIO_ENCODING_OGG_OPUS,
 }
-EXTENSIONS = {".wav": "wav", ".flac": "flac", ".raw": "pcm16", ".pcm": "pcm16", ".ulaw": "mulaw"}
+EXTENSIONS = {
+    ".wav": "wav",
+    ".flac": "flac",
+    ".raw": "pcm16",
+    ".pcm": "pcm16",
+    ".ulaw": "mulaw",
+    ".alaw": "alaw",
+    ".mp3": "mp3",
+    ".ogg": "opus",
+    ".opus": "opus",
+}
 VOICE_KINDS = {
     "cloned": voices_pb2.VOICE_KIND_CLONED,
     "designed": voices_pb2.VOICE_KIND_DESIGNED,

@@ -55,6 +55,8 @@ MAX_TAGS, MAX_TAG_CHARS = 32, 64
 # Prompt tokens: a long instruct or transcript of dense script can be many tokens per character.
 MAX_INSTRUCT_TOKENS = 512
 MAX_TRANSCRIPT_TOKENS = 2_048
+# A reference clip's file (the gateway refuses more; the web service refuses larger uploads).
+MAX_REFERENCE_BYTES = 10_000_000
 # A reference clip's codec frames (60 s at 12.5 frames/s).
 MAX_REFERENCE_FRAMES = 750
 

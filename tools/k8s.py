@@ -51,7 +51,6 @@ TARGETS = {
 }
 OVERLAYS = ("dev", "prod-gpu")
 ADAPTER_CONFIG = K8S / "components" / "metrics-adapter" / "prometheus-adapter-config.yaml"
-GENERATOR_METRICS_SOURCE = ROOT / "services" / "generator" / "runner.py"
 
 # Container name -> (module, config class, env prefix) of the service it runs.
 SERVICES = {
@@ -59,7 +58,10 @@ SERVICES = {
     "generator": ("services.generator.service", "GeneratorConfig", "GENERATOR"),
     "codec": ("services.codec.service", "CodecConfig", "CODEC"),
     "registry": ("services.registry.service", "RegistryConfig", "REGISTRY"),
+    "web": ("services.web.service", "WebConfig", "WEB"),
 }
+# Services that speak HTTP, not gRPC: their port is named http and their probes are httpGet on it.
+HTTP_SERVICES = ("web",)
 MODEL_SERVERS = ("generator", "codec")
 # Loading a model takes minutes: the startup probe must allow at least this long.
 MODEL_STARTUP_SECONDS = 300
@@ -276,17 +278,13 @@ def _required(field: dataclasses.Field) -> bool:
 
 @functools.cache
 def exported_generator_metrics() -> frozenset[str]:
-    """The Prometheus names of the generators' OpenTelemetry instruments (services/generator/
-    runner.py), as the collector's prometheus exporter writes them: dots become underscores,
-    counters get `_total`."""
-    source = GENERATOR_METRICS_SOURCE.read_text(encoding="utf-8")
-    names = set()
-    for kind, name in re.findall(
-        r"create_(observable_gauge|gauge|counter|up_down_counter|histogram)\(\s*\"([\w.]+)\"", source
-    ):
-        prometheus = name.replace(".", "_")
-        names.add(prometheus + "_total" if kind == "counter" else prometheus)
-    return frozenset(names)
+    """The Prometheus names of the generators' OpenTelemetry instruments (the constants of
+    services/generator/runner.py), as the collector's prometheus exporter writes them: dots become
+    underscores, counters get `_total`."""
+    from services.generator import runner
+
+    gauges = (runner.ACTIVE_STREAMS_METRIC, runner.QUEUED_STREAMS_METRIC)
+    return frozenset([*(name.replace(".", "_") for name in gauges), runner.FRAMES_METRIC.replace(".", "_") + "_total"])
 
 
 @functools.cache
@@ -553,13 +551,19 @@ class _Checker:
             return
 
         ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
-        if ports.get("grpc") != config.port:
+        protocol = "http" if service in HTTP_SERVICES else "grpc"
+        if ports.get(protocol) != config.port:
             self.problem(
-                f"{where}: the containerPort named grpc ({ports.get('grpc')}) is not {prefix}_PORT ({config.port})"
+                f"{where}: the containerPort named {protocol} ({ports.get(protocol)}) is not "
+                f"{prefix}_PORT ({config.port})"
             )
         for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
             probe = container.get(kind) or {}
-            if probe and not isinstance(probe.get("grpc"), dict):
+            if probe and protocol == "http":
+                port = (probe.get("httpGet") or {}).get("port")
+                if ports.get(port, port) != config.port:  # a port's name, or its number
+                    self.problem(f"{where}: {kind} should be an httpGet probe on {prefix}_PORT ({config.port})")
+            elif probe and not isinstance(probe.get("grpc"), dict):
                 self.problem(
                     f"{where}: {kind} should be a native gRPC probe (grpc.health.v1 reports "
                     f"NOT_SERVING during the drain)"
@@ -601,6 +605,8 @@ class _Checker:
                 )
         if service == "registry":
             self.check_address(where, "REGISTRY_REDIS_URL", config.redis_url)
+        if service == "web":
+            self.check_address(where, "WEB_GATEWAY_ADDRESS", config.gateway_address)
 
     def check_gateway(self, where: str, config, container: dict, volumes: dict) -> None:
         from services.gateway.routing import read_routes
@@ -690,7 +696,11 @@ class _Checker:
             if not selected:
                 self.problem(f"{where}: selector {spec.get('selector')} matches no Deployment/StatefulSet pods")
                 continue
-            runs_service = any(c.get("name") in SERVICES for _, _, pod in selected for c in _containers(pod, False))
+            runs_service = any(
+                c.get("name") in SERVICES and c.get("name") not in HTTP_SERVICES
+                for _, _, pod in selected
+                for c in _containers(pod, False)
+            )
             for port in spec.get("ports") or []:
                 target = port.get("targetPort", port.get("port"))
                 for workload, _, pod in selected:

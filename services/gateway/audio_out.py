@@ -7,11 +7,21 @@ sends whole:
 
 - PCM16, PCM_F32, MULAW: headerless samples.
 - WAV: a 44-byte header first. A stream's header gives its sizes as 0xFFFFFFFF (unknown, the
-  convention of streaming WAV producers); `whole_wav` fixes them for a clip sent in one piece.
-- FLAC: libsndfile's encoder, fed incrementally; its bytes leave as soon as it writes them. The
-  sizes libsndfile rewrites into STREAMINFO at the end cannot be sent back in time, so a
-  stream's STREAMINFO says "total samples unknown" (valid FLAC; decoders such as ffmpeg and
-  flac accept it). Synthesize, which has the whole clip, sends the finished file.
+  convention of streaming WAV producers); `whole_file` fixes them for a clip sent in one piece.
+- FLAC, MP3, OGG_OPUS, ALAW: libsndfile's encoders (through soundfile), fed incrementally into a
+  file object whose bytes leave as soon as libsndfile writes them. What libsndfile rewrites at
+  the end (FLAC's STREAMINFO sizes, MP3's LAME/Info frame) cannot be sent back in time, so:
+  - a FLAC stream's STREAMINFO says "total samples unknown" (valid FLAC; decoders such as ffmpeg
+    and flac accept it);
+  - an MP3 stream starts with a silent frame where the whole file has its Info frame, so it
+    decodes one frame plus the encoder delay longer (about 90 ms at 24 kHz), which decoders trim
+    from the whole file with the Info frame's gapless data. It is constant bit rate, so decoders
+    that estimate the length from the first frame (without an Info frame) get it right;
+  - Ogg/Opus pages are flushed every 40 ms (SFC_SET_OGG_PAGE_LATENCY_MS), so each chunk is whole
+    pages; its stream and whole file are the same bytes, as are A-law's (headerless).
+  Synthesize, which has the whole clip, sends the finished file.
+- MP3 and Opus take only some rates (`RATES`); others are refused before any model work
+  (`rate_problem`) rather than silently resampled to a rate the caller did not ask for.
 
 Resampling uses one soxr stream per request, so chunk boundaries leave no seams.
 """
@@ -30,6 +40,39 @@ from qwentts.v1 import audio_pb2
 MODEL_SAMPLE_RATE = 24000
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
 Encoding = audio_pb2.AudioEncoding
+
+# Encodings libsndfile writes: (format, subtype).
+SNDFILE_FORMATS = {
+    Encoding.AUDIO_ENCODING_FLAC: ("FLAC", "PCM_16"),
+    Encoding.AUDIO_ENCODING_MP3: ("MP3", "MPEG_LAYER_III"),
+    Encoding.AUDIO_ENCODING_OGG_OPUS: ("OGG", "OPUS"),
+    Encoding.AUDIO_ENCODING_ALAW: ("RAW", "ALAW"),
+}
+# The only rates these encoders take: MPEG-1/2/2.5 Layer III, and Opus.
+RATES = {
+    Encoding.AUDIO_ENCODING_MP3: (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
+    Encoding.AUDIO_ENCODING_OGG_OPUS: (8000, 12000, 16000, 24000, 48000),
+}
+# libsndfile maps this to a constant bit rate by MPEG version: 64 kbit/s at 16-24 kHz, 128 at
+# 32-48 kHz, 32 at 8-12 kHz (LAME rounds to the nearest legal rate). Plenty for one voice.
+MP3_COMPRESSION_LEVEL = 0.63
+# sndfile.h's SFC_SET_OGG_PAGE_LATENCY_MS, which soundfile does not wrap: a page (and so a
+# streamed chunk) leaves every 40 ms of audio instead of every second, so that the first 80 ms
+# chunk already carries audio beside the Opus headers.
+SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302
+OGG_PAGE_LATENCY_MS = 40.0
+
+
+def rate_problem(encoding: int, rate: int) -> str | None:
+    """Why `rate` (0: the model's) cannot be written in `encoding`, or None."""
+    rate = rate or MODEL_SAMPLE_RATE
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        return f"{rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} (0 means {MODEL_SAMPLE_RATE})"
+    allowed = RATES.get(encoding)
+    if allowed and rate not in allowed:
+        name = Encoding.Name(encoding).removeprefix("AUDIO_ENCODING_")
+        return f"{name} takes only {', '.join(map(str, allowed))} Hz, not {rate}"
+    return None
 
 
 def to_pcm16(samples: np.ndarray) -> np.ndarray:
@@ -69,7 +112,7 @@ def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
     )
 
 
-class _FlacSink(io.RawIOBase):
+class _StreamSink(io.RawIOBase):
     """A file for libsndfile that hands out bytes once they are appended; rewrites of bytes
     already handed out (the final STREAMINFO update) are kept locally and not sent."""
 
@@ -132,12 +175,10 @@ class AudioWriter:
         )
         self._started = False
         self.samples_written = 0
-        self._flac = None
-        if self.encoding == Encoding.AUDIO_ENCODING_FLAC:
-            self._sink = _FlacSink()
-            self._flac = soundfile.SoundFile(
-                self._sink, "w", samplerate=self.sample_rate, channels=1, format="FLAC", subtype="PCM_16"
-            )
+        self._encoder = None
+        if self.encoding in SNDFILE_FORMATS:
+            self._sink = _StreamSink()
+            self._encoder = _sndfile_encoder(self._sink, self.encoding, self.sample_rate)
 
     def write(self, samples: np.ndarray) -> bytes:
         """Encoded bytes for the next 24 kHz samples (possibly empty while a resampler fills)."""
@@ -151,8 +192,8 @@ class AudioWriter:
         if self._resampler is not None:
             rest = self._resampler.resample_chunk(rest, last=True)
         tail = self._encode(rest)  # also the WAV header of a request that made no audio
-        if self._flac is not None:
-            self._flac.close()
+        if self._encoder is not None:
+            self._encoder.close()
             tail += self._sink.take()
         return tail
 
@@ -160,16 +201,16 @@ class AudioWriter:
         """All the bytes of a finished request as a standalone file, sizes filled in."""
         if self.encoding == Encoding.AUDIO_ENCODING_WAV:
             return wav_header(self.sample_rate, len(data) - 44) + data[44:]
-        if self.encoding == Encoding.AUDIO_ENCODING_FLAC:
+        if self._encoder is not None:
             return self._sink.whole()
         return data
 
     def _encode(self, samples: np.ndarray) -> bytes:
         self.samples_written += len(samples)
         encoding = self.encoding
-        if encoding == Encoding.AUDIO_ENCODING_FLAC:
-            if len(samples):
-                self._flac.write(samples)
+        if self._encoder is not None:
+            if len(samples):  # as 16-bit PCM: rounded and clipped like every other encoding
+                self._encoder.write(to_pcm16(samples))
             return self._sink.take()
         if encoding == Encoding.AUDIO_ENCODING_PCM_F32:
             return samples.astype("<f4").tobytes()
@@ -180,3 +221,15 @@ class AudioWriter:
             data = wav_header(self.sample_rate, None) + data
         self._started = True
         return data
+
+
+def _sndfile_encoder(sink: _StreamSink, encoding: int, rate: int) -> soundfile.SoundFile:
+    format, subtype = SNDFILE_FORMATS[encoding]
+    options = {}
+    if encoding == Encoding.AUDIO_ENCODING_MP3:
+        options = {"compression_level": MP3_COMPRESSION_LEVEL, "bitrate_mode": "CONSTANT"}
+    encoder = soundfile.SoundFile(sink, "w", samplerate=rate, channels=1, format=format, subtype=subtype, **options)
+    if encoding == Encoding.AUDIO_ENCODING_OGG_OPUS:
+        latency = soundfile._ffi.new("double *", OGG_PAGE_LATENCY_MS)
+        soundfile._snd.sf_command(encoder._file, SFC_SET_OGG_PAGE_LATENCY_MS, latency, soundfile._ffi.sizeof("double"))
+    return encoder

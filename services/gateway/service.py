@@ -38,7 +38,7 @@ from shared.frames import array_to_frames, frames_to_array
 from shared.limits import MAX_DESCRIPTION_CHARS, MAX_ID_CHARS, MAX_INSTRUCT_CHARS, MAX_TEXT_CHARS, sampling_problem
 from shared.service import ProcessConfig, Registration
 
-from .audio_out import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, MODEL_SAMPLE_RATE, AudioWriter
+from .audio_out import MODEL_SAMPLE_RATE, AudioWriter, rate_problem
 from .routing import Pool, Router, preset_as_speaker, read_routes
 from .tenancy import Tenancy, parse_api_keys
 from .voices import Catalogue, VoiceCatalogServicer
@@ -308,14 +308,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         fmt = config.output_format
         if fmt.encoding not in audio_pb2.AudioEncoding.values():
             violations.append((f"{prefix}output_format.encoding", f"unknown encoding {fmt.encoding}"))
-        rate = fmt.sample_rate_hz
-        if rate and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-            violations.append(
-                (
-                    f"{prefix}output_format.sample_rate_hz",
-                    f"{rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} (0 means 24000)",
-                )
-            )
+        elif problem := rate_problem(fmt.encoding, fmt.sample_rate_hz):
+            violations.append((f"{prefix}output_format.sample_rate_hz", problem))
         if not (math.isfinite(config.max_audio_seconds) and config.max_audio_seconds >= 0):
             violations.append((f"{prefix}max_audio_seconds", "must be a number >= 0 (0 means the server's limit)"))
         if config.predictor_sampling.HasField("repetition_penalty"):

@@ -50,6 +50,7 @@ from shared.limits import (
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,
     MAX_PAGE_TOKEN_CHARS,
+    MAX_REFERENCE_BYTES,
     MAX_TAG_CHARS,
     MAX_TAGS,
     MAX_TRANSCRIPT_CHARS,
@@ -63,7 +64,6 @@ from .routing import PRESET_PREFIX, Pool, preset_voice_id
 if TYPE_CHECKING:
     from .service import TextToSpeechServicer
 
-MAX_REFERENCE_BYTES = 10_000_000
 MIN_REFERENCE_SECONDS, SHORT_REFERENCE_SECONDS, MAX_REFERENCE_SECONDS = 1.0, 3.0, 60.0
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # as the registry's
 VOICE_CACHE_SIZE = 256  # resolved voices kept per gateway (frames and embeddings: ~50 kB each)

@@ -174,6 +174,7 @@ async def test_bidirectional_audio_starts_before_the_text_ends(gateway, offline)
     [
         (audio_pb2.AUDIO_ENCODING_PCM16, 16000, 2),
         (audio_pb2.AUDIO_ENCODING_MULAW, 8000, 1),
+        (audio_pb2.AUDIO_ENCODING_ALAW, 8000, 1),
     ],
 )
 async def test_output_encoding_and_rate(gateway, encoding, rate, bytes_per_sample):
@@ -317,6 +318,15 @@ async def test_bad_inputs(cluster, gateway):
         (unary(gateway, instruct="whisper"), INVALID, "INSTRUCT_NOT_SUPPORTED", "config.instruct"),
         (
             unary(gateway, config={"fmt": audio_pb2.AudioFormat(sample_rate_hz=1000)}),
+            INVALID,
+            "INVALID_CONFIG",
+            "config.output_format.sample_rate_hz",
+        ),
+        (
+            unary(
+                gateway,
+                config={"fmt": audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_OGG_OPUS, sample_rate_hz=22050)},
+            ),
             INVALID,
             "INVALID_CONFIG",
             "config.output_format.sample_rate_hz",

@@ -16,7 +16,16 @@ import sys
 import pytest
 import soundfile
 
-from deploy.local import KINDS, REPO_ROOT, ClusterError, LocalCluster, grpc_serving, pick_ports, redis_answers
+from deploy.local import (
+    KINDS,
+    REPO_ROOT,
+    ClusterError,
+    LocalCluster,
+    grpc_serving,
+    http_ready,
+    pick_ports,
+    redis_answers,
+)
 
 NODE_DIR = REPO_ROOT / "clients" / "node"
 SAMPLES_PER_FRAME = 1920  # 80 ms at 24 kHz
@@ -74,6 +83,7 @@ def test_every_process_is_ready(cluster):
     for address in (cluster.gateway_address, cluster.codec_address, *cluster.generator_addresses.values()):
         assert grpc_serving(address), address
     assert redis_answers(cluster.redis_port)
+    assert http_ready(f"{cluster.web_url}/readyz")
 
 
 def test_node_client_streams_bidirectionally(cluster):
@@ -159,7 +169,7 @@ def test_cli_stream_stdin_speaks_each_line(cluster, tmp_path):
 
 def test_stop_leaves_no_process_behind(cluster):  # keep last: it stops the module's cluster
     pids = cluster.pids
-    assert set(pids) == {"redis", "registry", "codec", "gateway", *(f"generator-{kind}" for kind in KINDS)}
+    assert set(pids) == {"redis", "registry", "codec", "gateway", "web", *(f"generator-{kind}" for kind in KINDS)}
     cluster.stop()
     assert [name for name, pid in pids.items() if alive(pid)] == []
     assert not redis_answers(cluster.redis_port)

@@ -209,9 +209,10 @@ def test_model_images_hold_the_code_they_import(tmp_path, target):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("target", ["gateway", "registry"])
+@pytest.mark.parametrize("target", ["gateway", "registry", "web"])
 def test_gateway_and_registry_import_without_torch(tmp_path, target):
-    # Their images install deploy/requirements-service.txt: no torch, transformers or safetensors.
+    # Their images install deploy/requirements-service.txt (web: and -web.txt): no torch, transformers
+    # or safetensors.
     result = import_in_image(target, tmp_path, blocked=check_images.MODEL_ONLY | NOT_IN_IMAGES)
     assert result.returncode == 0, (
         f"services.{TARGETS[target]} does not import without torch, so its image would not start:\n"

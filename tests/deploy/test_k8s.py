@@ -22,11 +22,18 @@ from services.gateway.routing import read_routes
 from services.gateway.service import GatewayConfig
 from services.generator.service import GeneratorConfig
 from services.registry.service import RegistryConfig
+from services.web.service import WebConfig
 from shared.config import load_config
 from tools import k8s
 
 FIXTURES = Path(__file__).parent / "k8s_fixtures"
-CONFIGS = {"gateway": GatewayConfig, "generator": GeneratorConfig, "codec": CodecConfig, "registry": RegistryConfig}
+CONFIGS = {
+    "gateway": GatewayConfig,
+    "generator": GeneratorConfig,
+    "codec": CodecConfig,
+    "registry": RegistryConfig,
+    "web": WebConfig,
+}
 # deploy/local.py process name -> the Deployment that runs it in Kubernetes.
 DEPLOYMENTS = {
     "gateway": "gateway",
@@ -35,6 +42,7 @@ DEPLOYMENTS = {
     "generator-base": "generator-base",
     "generator-custom_voice": "generator-custom-voice",
     "generator-voice_design": "generator-voice-design",
+    "web": "web",
 }
 # Where the dev overlay deliberately differs from `make run`'s values (docs/deploy.md): listen on
 # every interface, drain before stopping, a grace long enough for streams, export telemetry to
@@ -44,6 +52,7 @@ INTENTIONAL = {
     "GENERATOR_HOST",
     "CODEC_HOST",
     "REGISTRY_HOST",
+    "WEB_HOST",
     "GRPC_DRAIN_SECONDS",
     "GRPC_GRACE_SECONDS",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -217,6 +226,9 @@ def test_dev_addresses_and_models_match_make_run(rendered, make_run, tmp_path):
     env = literal_env(gateway)
     assert k8s._service_host_port(env["GATEWAY_CODEC_ADDRESS"]) == ("codec", local.DEFAULT_PORTS["codec"])
     assert k8s._service_host_port(env["GATEWAY_REGISTRY_ADDRESS"]) == ("registry", local.DEFAULT_PORTS["registry"])
+    web = literal_env(container(find(dev, "Deployment", "web")))
+    assert k8s._service_host_port(web["WEB_GATEWAY_ADDRESS"]) == ("gateway-pods", local.DEFAULT_PORTS["gateway"])
+    assert web["WEB_PORT"] == str(local.DEFAULT_PORTS["web"]) == str(WebConfig.__dataclass_fields__["port"].default)
     [routes] = [o for o in dev if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("gateway-routes")]
     (tmp_path / "routes.toml").write_text(routes["data"]["routes.toml"])
     addresses = read_routes(tmp_path / "routes.toml")
@@ -332,6 +344,14 @@ def _break_env_value(objects):
 
 def _break_cuda_without_gpu(objects):
     _set_env(container(find(objects, "Deployment", "generator-base")), "GENERATOR_DEVICE", "cuda")
+
+
+def _break_web_probe(objects):
+    container(find(objects, "Deployment", "web"))["readinessProbe"] = {"grpc": {"port": 8000}}
+
+
+def _break_web_gateway_address(objects):
+    _set_env(container(find(objects, "Deployment", "web")), "WEB_GATEWAY_ADDRESS", "dns:///gateway:50051")
 
 
 def _break_routes(objects):
@@ -464,6 +484,16 @@ def _break_service_account(objects):
         ),
         ("dev", _break_secret_name, "env REGISTRY_REDIS_PASSWORD: Secret redis-password is not defined"),
         ("dev", _break_image_tag, "image qwentts/gateway:latest must be pinned"),
+        (
+            "dev",
+            _break_web_probe,
+            "Deployment/web container web: readinessProbe should be an httpGet probe on WEB_PORT",
+        ),
+        (
+            "dev",
+            _break_web_gateway_address,
+            "WEB_GATEWAY_ADDRESS (dns:///gateway:50051): Service gateway must be headless",
+        ),
         ("dev", _break_service_account, "ServiceAccount codec must set automountServiceAccountToken: false"),
         ("prod-gpu", _break_hpa_target, "scaleTargetRef Deployment/generator-bsae is not defined"),
         ("prod-gpu", _break_hpa_replicas, "Deployment/generator-voice-design sets spec.replicas"),

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qwentts/v1/audio.proto\x12\nqwentts.v1\"R\n\x0b\x41udioFormat\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.qwentts.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\"O\n\nAudioInput\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x1a\n\x12pcm_sample_rate_hz\x18\x02 \x01(\r\x12\x14\n\x0cpcm_channels\x18\x03 \x01(\r*\xb0\x01\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIO_ENCODING_PCM16\x10\x01\x12\x16\n\x12\x41UDIO_ENCODING_WAV\x10\x02\x12\x17\n\x13\x41UDIO_ENCODING_FLAC\x10\x03\x12\x18\n\x14\x41UDIO_ENCODING_MULAW\x10\x04\x12\x1a\n\x16\x41UDIO_ENCODING_PCM_F32\x10\x05\x42\x84\x01\n\x0e\x63om.qwentts.v1B\nAudioProtoP\x01Z6github.com/qwentts/qwentts/gen/go/qwentts/v1;qwenttsv1\xa2\x02\x03QTX\xaa\x02\nQwenTts.V1\xca\x02\nQwenTts\\V1\xea\x02\x0bQwenTts::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qwentts/v1/audio.proto\x12\nqwentts.v1\"R\n\x0b\x41udioFormat\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.qwentts.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\"O\n\nAudioInput\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x1a\n\x12pcm_sample_rate_hz\x18\x02 \x01(\r\x12\x14\n\x0cpcm_channels\x18\x03 \x01(\r*\xfe\x01\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIO_ENCODING_PCM16\x10\x01\x12\x16\n\x12\x41UDIO_ENCODING_WAV\x10\x02\x12\x17\n\x13\x41UDIO_ENCODING_FLAC\x10\x03\x12\x18\n\x14\x41UDIO_ENCODING_MULAW\x10\x04\x12\x1a\n\x16\x41UDIO_ENCODING_PCM_F32\x10\x05\x12\x17\n\x13\x41UDIO_ENCODING_ALAW\x10\x06\x12\x16\n\x12\x41UDIO_ENCODING_MP3\x10\x07\x12\x1b\n\x17\x41UDIO_ENCODING_OGG_OPUS\x10\x08\x42\x84\x01\n\x0e\x63om.qwentts.v1B\nAudioProtoP\x01Z6github.com/qwentts/qwentts/gen/go/qwentts/v1;qwenttsv1\xa2\x02\x03QTX\xaa\x02\nQwenTts.V1\xca\x02\nQwenTts\\V1\xea\x02\x0bQwenTts::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016com.qwentts.v1B\nAudioProtoP\001Z6github.com/qwentts/qwentts/gen/go/qwentts/v1;qwenttsv1\242\002\003QTX\252\002\nQwenTts.V1\312\002\nQwenTts\\V1\352\002\013QwenTts::V1'
   _globals['_AUDIOENCODING']._serialized_start=204
-  _globals['_AUDIOENCODING']._serialized_end=380
+  _globals['_AUDIOENCODING']._serialized_end=458
   _globals['_AUDIOFORMAT']._serialized_start=38
   _globals['_AUDIOFORMAT']._serialized_end=120
   _globals['_AUDIOINPUT']._serialized_start=122

@@ -37,10 +37,15 @@ class StreamBatcher:
         """`stream.push(codes)`, batched with other streams' pushes; one push per stream at a time."""
         push = _Push(stream, codes, asyncio.get_running_loop().create_future())
         self.queued += 1
-        self.thread.post(self._pending.append, push)
+        # `_add`, not `self._pending.append`: the bound method would hold today's list, which a step
+        # may replace before the post runs, losing the push.
+        self.thread.post(self._add, push)
         return await push.done  # a cancelled RPC cancels this future: the batcher then skips it
 
     # ----- on the model thread -----
+
+    def _add(self, push: _Push) -> None:
+        self._pending.append(push)
 
     def has_work(self) -> bool:
         return bool(self._pending)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.engine import sampler
 from models.tts import Qwen3TTS
 
 pytestmark = pytest.mark.reference
@@ -204,18 +205,19 @@ SAMPLING = dict(
 
 
 def record_draws(monkeypatch, replay: list[int]):
-    """Record every distribution our engine draws from; the first draws return `replay`'s codes
-    (the reference's own first draws) so that later distributions are conditioned identically."""
+    """Record every distribution our sampler draws from (the softmax of its warped scores); the
+    first draws return `replay`'s codes (the reference's own first draws) so that later
+    distributions are conditioned identically."""
     calls = []
-    real = torch.multinomial
+    real = sampler._pick
 
-    def draw(probs, num_samples, generator=None):
-        calls.append(probs.detach().clone())
+    def pick(scores, do_sample, seeds, draws, codebook, warping):
+        calls.extend(scores.detach().softmax(dim=-1).clone())  # one distribution per row
         if replay:
-            return torch.tensor([replay.pop(0)])
-        return real(probs, num_samples, generator=generator)
+            return torch.full((scores.shape[0],), replay.pop(0), dtype=torch.int64, device=scores.device)
+        return real(scores, do_sample, seeds, draws, codebook, warping)
 
-    monkeypatch.setattr(torch, "multinomial", draw)
+    monkeypatch.setattr(sampler, "_pick", pick)
     return calls
 
 

@@ -1,8 +1,8 @@
-"""Synthesize one sentence to a WAV file, in-process (`make demo`).
+"""Synthesize one sentence to a WAV file in-process, from a checkpoint directory.
 
-With no --checkpoint, the tiny seeded random CustomVoice checkpoint is generated (once) and used:
-its weights are random, so the result is noise of the right length, not speech. Point
---checkpoint at a real Qwen3-TTS directory for speech.
+Point --checkpoint at a real Qwen3-TTS CustomVoice or VoiceDesign directory for speech. A seeded
+random one (noise of the right length, not speech) for trying it out:
+`python -m tools.random_checkpoints /tmp/tiny --type custom_voice`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import time
 import soundfile as sf
 
 from models.tts import Qwen3TTS
-from tools.random_checkpoints import default_checkpoint
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="Qwen3-TTS checkpoint directory (default: tiny random CustomVoice)")
+    parser.add_argument("--checkpoint", required=True, help="Qwen3-TTS checkpoint directory")
     parser.add_argument("--text", default="Hello from the Qwen3 TTS serving cluster.")
     parser.add_argument("--speaker", default="vivian", help="preset speaker (CustomVoice checkpoints)")
     parser.add_argument("--instruct", default=None, help="style instruction, or the voice description for VoiceDesign")
@@ -29,9 +28,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="out.wav")
     args = parser.parse_args(argv)
 
-    path = args.checkpoint or default_checkpoint("custom_voice")
     start = time.perf_counter()
-    tts = Qwen3TTS.from_pretrained(path, dtype=args.dtype)
+    tts = Qwen3TTS.from_pretrained(args.checkpoint, dtype=args.dtype)
     loaded = time.perf_counter()
     kind = tts.config.tts_model_type
     speaker = args.speaker if kind == "custom_voice" else None
@@ -51,7 +49,7 @@ def main(argv=None) -> None:
     done = time.perf_counter()
     sf.write(args.out, utterance.audio, tts.codec.sample_rate)
     seconds = len(utterance.audio) / tts.codec.sample_rate
-    print(f"checkpoint: {path} ({kind}, loaded in {loaded - start:.1f} s)")
+    print(f"checkpoint: {args.checkpoint} ({kind}, loaded in {loaded - start:.1f} s)")
     print(
         f"wrote {args.out}: {seconds:.2f} s of audio, {len(utterance.codes)} frames, "
         f"finish={utterance.finish_reason.value}, synthesis {done - loaded:.1f} s"

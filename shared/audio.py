@@ -23,6 +23,10 @@ import soxr
 
 MODEL_SAMPLE_RATE = 24000
 """The rate of the 12 Hz codec and of the speaker encoder's front end."""
+FRAME_RATE = 12.5
+"""Codec frames per second of audio (1,920 samples at MODEL_SAMPLE_RATE each)."""
+INPUT_SAMPLE_RATES = (8000, 192000)
+"""Inclusive bounds on the rate of audio a caller sends (raw PCM, or a decoded file)."""
 
 
 class AudioError(ValueError):

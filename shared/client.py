@@ -20,7 +20,7 @@ import json
 
 import grpc
 
-from .server import DEFAULT_MAX_MESSAGE_BYTES
+from .limits import MAX_MESSAGE_BYTES
 from .telemetry import client_interceptors
 
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
@@ -29,8 +29,8 @@ _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 def open_channel(address: str) -> grpc.aio.Channel:
     """An insecure (in-cluster) traced channel to `address` (host:port or dns:///host:port)."""
     options = [
-        ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.service_config", _SERVICE_CONFIG),
         # Ping every 10 s while idle (the servers allow pings down to 5 s; shared/server.py) so
         # a dead peer is noticed before the next request rides the connection.

@@ -59,6 +59,12 @@ MAX_TRANSCRIPT_TOKENS = 2_048
 MAX_REFERENCE_BYTES = 10_000_000
 # A reference clip's codec frames (60 s at 12.5 frames/s).
 MAX_REFERENCE_FRAMES = 750
+# Any gRPC message, each way: 16 MiB instead of gRPC's 4 MiB receive default, since a unary
+# Synthesize response or a CreateVoice reference clip can exceed 4 MiB (24 kHz 16-bit mono PCM is
+# ~2.8 MiB per minute). Streams carry small chunks. Clients must raise their receive limit to match.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Voices listed per page: when the caller asks for none, and at most.
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 
 # How much of a caller's value an error message may quote.
 QUOTE_CHARS = 64

@@ -31,14 +31,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcServer", "Keepalive"]
+from .limits import MAX_MESSAGE_BYTES
+
+__all__ = ["GrpcServer", "Keepalive"]
 
 log = logging.getLogger(__name__)
-
-# 16 MiB instead of gRPC's 4 MiB receive default: a unary Synthesize response or a CreateVoice
-# reference clip can exceed 4 MiB (24 kHz 16-bit mono PCM is ~2.8 MiB per minute). Streams
-# carry small chunks and are unaffected. Clients must raise their receive limit to match.
-DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +92,7 @@ class GrpcServer:
         host: str = "127.0.0.1",
         port: int = 0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         keepalive: Keepalive = Keepalive(),
         grace_seconds: float = 30.0,
         drain_seconds: float = 0.0,

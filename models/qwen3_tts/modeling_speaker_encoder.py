@@ -26,10 +26,10 @@ from torch import nn
 
 from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_safetensors
 from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig, SpeakerEncoderConfig
-from shared.audio import AudioError, prepare_reference_audio
+from shared.audio import MODEL_SAMPLE_RATE, AudioError, prepare_reference_audio
 
 # Front end constants (fixed by the released models; spec §3.1).
-SAMPLE_RATE = 24000
+SAMPLE_RATE = MODEL_SAMPLE_RATE  # the mel front end is fixed at the codec's rate
 N_FFT = 1024
 HOP_LENGTH = 256
 WIN_LENGTH = 1024

@@ -65,10 +65,6 @@ class CodecStream:
         return self._state.position
 
     @property
-    def samples_decoded(self) -> int:
-        return self._state.position * self._tokenizer.samples_per_frame
-
-    @property
     def state_nbytes(self) -> int:
         return self._state.nbytes()
 
@@ -156,10 +152,6 @@ class SpeechTokenizer:
     @property
     def samples_per_frame(self) -> int:
         return self.config.decode_upsample_rate
-
-    @property
-    def frame_rate(self) -> float:
-        return self.sample_rate / self.samples_per_frame
 
     @property
     def num_quantizers(self) -> int:

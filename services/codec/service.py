@@ -20,7 +20,7 @@ from opentelemetry import metrics
 
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer, resolve_codec_dir
 from qwentts.codec.v1 import codec_pb2, codec_pb2_grpc
-from shared.audio import AudioError, decode_audio, prepare_reference_audio
+from shared.audio import INPUT_SAMPLE_RATES, AudioError, decode_audio, prepare_reference_audio
 from shared.config import env
 from shared.errors import InvalidArgument, ResourceExhausted
 from shared.frames import array_to_frames, array_to_samples, frames_to_array
@@ -36,7 +36,6 @@ SERVICE_NAME = "qwentts.codec.v1.CodecService"
 # Frames per Decode request and per StreamDecode message (120 s): the decoded audio, 7680 bytes
 # per frame, must fit in one 16 MiB gRPC message (shared/server.py); 1500 frames make 11.5 MB.
 MAX_FRAMES_PER_REQUEST = 1500
-PCM_SAMPLE_RATES = (8000, 192000)  # inclusive bounds, for raw PCM and for decoded files
 SILENCE_PEAK = 1e-3  # peak absolute amplitude below this (about -60 dBFS) counts as silence
 
 
@@ -218,7 +217,7 @@ class CodecServicer(codec_pb2_grpc.CodecServiceServicer):
 
 
 def _check_sample_rate(sample_rate: int, what: str, field: str) -> None:
-    low, high = PCM_SAMPLE_RATES
+    low, high = INPUT_SAMPLE_RATES
     if not low <= sample_rate <= high:
         message = f"{what} is {sample_rate} Hz; {low} to {high} Hz are accepted"
         raise _invalid_audio(message, "INVALID_SAMPLE_RATE", field)

@@ -28,7 +28,7 @@ from models.tts import Qwen3TTS
 from qwentts.codec.v1 import codec_pb2
 from qwentts.generator.v1 import generator_pb2 as pb
 from qwentts.generator.v1 import generator_pb2_grpc
-from shared.audio import AudioError
+from shared.audio import INPUT_SAMPLE_RATES, AudioError
 from shared.config import env
 from shared.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
 from shared.frames import array_to_frames, frames_to_array, samples_to_array
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "qwentts.generator.v1.GeneratorService"
 
 MAX_AUDIO_SECONDS = 60.0  # EmbedSpeaker input
-SAMPLE_RATES = (8000, 192000)  # inclusive bounds, as the codec service's
 
 FINISH_REASONS = {
     FinishReason.EOS: pb.FINISH_REASON_END_OF_SPEECH,
@@ -306,7 +305,7 @@ def _add_text(stream: Stream, ids: list[int]) -> None:
 
 def _read_samples(samples: codec_pb2.Samples) -> np.ndarray:
     """EmbedSpeaker's waveform, checked against the limits; InvalidArgument otherwise."""
-    low, high = SAMPLE_RATES
+    low, high = INPUT_SAMPLE_RATES
     if not low <= samples.sample_rate_hz <= high:
         raise _invalid_audio(
             f"audio.sample_rate_hz is {samples.sample_rate_hz}; {low} to {high} Hz are accepted",

@@ -26,7 +26,7 @@ from qwentts.registry.v1 import registry_pb2, registry_pb2_grpc
 from qwentts.v1 import voices_pb2
 from shared.config import ConfigError, Problem, env
 from shared.errors import InvalidArgument
-from shared.limits import MAX_TAG_CHARS, MAX_TAGS, VOICE_FIELD_CHARS
+from shared.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TAG_CHARS, MAX_TAGS, VOICE_FIELD_CHARS
 from shared.service import ProcessConfig, Registration
 
 from .store import REQUEST_ID_RE, VOICE_ID_RE, VoiceStore
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "qwentts.registry.v1.RegistryService"
 
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 MAX_SCANNED_PER_LIST = 1000  # ids one ListVoices call may read when a filter matches few of them
 MAX_TENANT_CHARS = 256
 MAX_MODEL_CHARS = 200

@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 
 COMPLETE_MARKER = ".complete"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # <repo>/tools/random_checkpoints/default_models.py
 
 
 def default_models_dir() -> Path:

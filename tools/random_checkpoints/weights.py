@@ -1,7 +1,7 @@
 """Seeded random tensors drawn from specs (see spec_blocks.py), and saving them as safetensors.
 
 Each tensor has its own generator, seeded from (seed, key), so its values do not depend on which
-other tensors exist or in which order they are drawn: the same arguments give byte-identical files.
+other tensors exist: the same arguments give byte-identical files.
 """
 
 from __future__ import annotations

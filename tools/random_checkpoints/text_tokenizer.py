@@ -7,7 +7,9 @@ makes `text_vocab_size` about 1k; the toy tokenizer cannot produce larger ids, s
 text-embedding table changes nothing else. The special-token ids in config.json point at these ids.
 
 The files load with the `Qwen2Tokenizer` of transformers (and the reference package); the trainer is
-deterministic, so every checkpoint has the same vocabulary.
+deterministic, so every checkpoint has the same vocabulary. The `tokenizers` package's BpeTrainer
+is not a substitute: it cannot rank the forced words first and breaks count ties by token id, so
+its merges differ from these.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def toy_tokenizer() -> dict:
     counts = Counter(_PRETOKENIZE.findall(_CORPUS))
     words: Counter = Counter()  # corpus pieces as symbol tuples, with the forced merges applied
     for piece, n in counts.items():
-        if piece.isspace() and "\n" in piece:
+        if piece.isspace() and "\n" in piece:  # the corpus's line breaks are not text to learn from
             continue
         w = _to_symbols(piece, table)
         for pair in merges:
@@ -129,7 +131,7 @@ def toy_tokenizer() -> dict:
         pairs = {p: n for p, n in pairs.items() if p[0] + p[1] not in vocab}
         if not pairs:
             break
-        best = min(pairs, key=lambda p: (-pairs[p], p))
+        best = min(pairs, key=lambda p: (-pairs[p], p))  # most frequent; ties to the smallest pair
         add_merge(best)
         merged: Counter = Counter()
         for w, n in words.items():

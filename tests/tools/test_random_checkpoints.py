@@ -597,3 +597,11 @@ def test_oracle_reports_reference_errors(reference, tiny_base):
     with pytest.raises(OracleError, match="does not support generate_custom_voice"):
         reference.generate(tiny_base, "custom_voice", text=["x"], speaker=["ryan"], max_new_tokens=3)
     assert reference.tokenize(tiny_base, ["<|im_start|>assistant\n"])[0][1] == _config(tiny_base)["assistant_token_id"]
+
+
+def test_defaults_live_under_the_repository_var_models(monkeypatch):
+    # Where `make clean` and docs/deploy.md look for them.
+    from tools.random_checkpoints.default_models import default_models_dir
+
+    monkeypatch.delenv("QWEN_TTS_TINY_MODELS_DIR", raising=False)
+    assert default_models_dir() == Path(__file__).resolve().parents[2] / "var" / "models"

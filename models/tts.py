@@ -21,7 +21,7 @@ from models.engine.engine import Engine, FinishReason, SchedulerLimits
 from models.engine.sampler import SamplingParams
 from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig
 from models.qwen3_tts.modeling_qwen3_tts import Qwen3TTSTalker
-from models.qwen3_tts.modeling_speaker_encoder import SpeakerEncoder
+from models.qwen3_tts.modeling_speaker_encoder import Qwen3TTSSpeakerEncoder
 from models.qwen3_tts.prompts import ClonePrompt, PromptError, TextTokenizer, plan_prompt
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from shared.audio import prepare_reference_audio
@@ -40,7 +40,7 @@ class Qwen3TTS:
         path: Path,
         config: Qwen3TTSConfig,
         talker: Qwen3TTSTalker,
-        speaker_encoder: SpeakerEncoder | None,
+        speaker_encoder: Qwen3TTSSpeakerEncoder | None,
         tokenizer: TextTokenizer,
         codec: SpeechTokenizer | None,
         defaults: SamplingParams,
@@ -76,7 +76,7 @@ class Qwen3TTS:
             pack_linears(talker)
         speaker_encoder = None
         if config.speaker_encoder is not None:
-            speaker_encoder = SpeakerEncoder(config.speaker_encoder)
+            speaker_encoder = Qwen3TTSSpeakerEncoder(config.speaker_encoder)
             load_module_weights(speaker_encoder, tensors, "speaker_encoder.", weights_path)
             speaker_encoder.to(device=device, dtype=dtype).eval()
         elif any(k.startswith("speaker_encoder.") for k in tensors):
@@ -97,7 +97,9 @@ class Qwen3TTS:
     def device(self) -> torch.device:
         return next(self.talker.parameters()).device
 
-    def new_engine(self, limits: SchedulerLimits = SchedulerLimits(), *, use_graphs: bool = False) -> Engine:
+    def new_engine(
+        self, limits: SchedulerLimits = SchedulerLimits(), *, use_graphs: bool = False, compiled: bool = False
+    ) -> Engine:
         c = self.config
         return Engine(
             self.talker,
@@ -107,6 +109,7 @@ class Qwen3TTS:
             text_ids={"tts_pad": c.tts_pad_token_id, "tts_bos": c.tts_bos_token_id, "tts_eos": c.tts_eos_token_id},
             limits=limits,
             use_graphs=use_graphs,
+            compiled=compiled,
         )
 
     def sampling(self, **overrides) -> SamplingParams:

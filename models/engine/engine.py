@@ -56,6 +56,7 @@ class Engine:
         text_ids: dict[str, int],
         limits: SchedulerLimits = SchedulerLimits(),
         use_graphs: bool = False,
+        compiled: bool = False,
     ):
         """`talker`: a loaded (and fused) Qwen3TTSTalker; `text_ids`: the tts_pad/tts_bos/tts_eos
         token ids."""
@@ -68,6 +69,7 @@ class Engine:
             eos_id=eos_id,
             text_ids=text_ids,
             use_graphs=use_graphs,
+            compiled=compiled,
         )
         self.device, self.dtype = self.runner.device, self.runner.dtype
         self.eos_id = eos_id

@@ -22,7 +22,8 @@ One step runs, for a batch of rows:
 A step of decoding rows alone has static shapes for a given (rows, positions) bucket, with no host
 reads: on CUDA it is captured once per bucket as a CUDA graph and replayed (`use_graphs`), padding
 rows writing to a scratch position and changing no state. `torch.compile(fullgraph=True)` compiles
-the same function without a graph break (bench/bench_engine.py checks it).
+the same function without a graph break (`compiled`; bench/bench_engine.py checks it and measures
+whether it pays on CPU).
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ class ModelRunner:
         eos_id: int,
         text_ids: dict[str, int],
         use_graphs: bool = False,
+        compiled: bool = False,
     ):
         self.talker = talker
         config = talker.config
@@ -205,6 +207,8 @@ class ModelRunner:
             ids = torch.tensor([text_ids["tts_eos"], text_ids["tts_pad"]], device=device)
             self.tts_eos, self.tts_pad = talker.embed_text(ids)
         self.use_graphs = use_graphs and device.type == "cuda"
+        # Compiled for static shapes: one compilation per (rows, view, sampling) bucket.
+        self._compiled = torch.compile(self.decode_step, fullgraph=True, dynamic=False) if compiled else None
         self._graphs: dict[tuple, _CapturedStep] = {}
         # One memory pool for every captured step: they never run at once, and each output is
         # copied to the host before the next replay.
@@ -259,13 +263,18 @@ class ModelRunner:
         scores were finite."""
         vocab, predictor_vocab = self.talker.config.vocab_size, self.talker.config.code_predictor.vocab_size
         warping = (Warping.of(params, vocab, predictor=False), Warping.of(params, predictor_vocab, predictor=True))
-        if not prefills and self.use_graphs:
-            rows = _bucket(len(decode))
+        if not prefills and (self.use_graphs or self._compiled is not None):
+            rows = min(_bucket(len(decode)), self.slots)
             view = min(_bucket(view, MIN_VIEW), self.max_positions)
-            graph = self._graphs.get((rows, view, warping))
-            if graph is None:
-                graph = self._graphs[(rows, view, warping)] = _CapturedStep(self, rows, view, warping)
-            out = graph.replay(self._decode_inputs(decode, rows))
+            self._make_clean(range(rows), view)
+            inputs = self._decode_inputs(decode, rows)
+            if self.use_graphs:
+                graph = self._graphs.get((rows, view, warping))
+                if graph is None:
+                    graph = self._graphs[(rows, view, warping)] = _CapturedStep(self, rows, view, warping)
+                out = graph.replay(inputs)[: len(decode)]
+            else:
+                out = self._compiled(inputs, view, warping)[: len(decode)]
         else:
             self._make_clean(range(len(decode)), view)
             for run in prefills:

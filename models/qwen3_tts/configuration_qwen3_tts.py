@@ -17,7 +17,7 @@ MODEL_TYPES = ("base", "custom_voice", "voice_design")
 
 
 @dataclass(frozen=True)
-class DecoderConfig:
+class Qwen3TTSDecoderConfig:
     """A Qwen3 decoder stack: the talker or the code predictor."""
 
     hidden_size: int
@@ -31,7 +31,7 @@ class DecoderConfig:
     vocab_size: int
 
     @classmethod
-    def from_dict(cls, raw: dict, path: Path, where: str) -> DecoderConfig:
+    def from_dict(cls, raw: dict, path: Path, where: str) -> Qwen3TTSDecoderConfig:
         def get(key):
             if key not in raw:
                 raise CheckpointError(f"{path}: missing key {where}.{key}")
@@ -56,7 +56,7 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
-class TalkerConfig(DecoderConfig):
+class Qwen3TTSTalkerConfig(Qwen3TTSDecoderConfig):
     text_vocab_size: int = 0
     text_hidden_size: int = 0
     num_code_groups: int = 16
@@ -70,11 +70,11 @@ class TalkerConfig(DecoderConfig):
     spk_id: dict = field(default_factory=dict)
     spk_is_dialect: dict = field(default_factory=dict)
     codec_language_id: dict = field(default_factory=dict)
-    code_predictor: DecoderConfig | None = None
+    code_predictor: Qwen3TTSDecoderConfig | None = None
 
 
 @dataclass(frozen=True)
-class SpeakerEncoderConfig:
+class Qwen3TTSSpeakerEncoderConfig:
     enc_dim: int
     mel_dim: int = 128
     enc_channels: tuple = (512, 512, 512, 512, 1536)
@@ -86,7 +86,7 @@ class SpeakerEncoderConfig:
     sample_rate: int = 24000
 
     @classmethod
-    def from_dict(cls, raw: dict) -> SpeakerEncoderConfig:
+    def from_dict(cls, raw: dict) -> Qwen3TTSSpeakerEncoderConfig:
         known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -95,8 +95,8 @@ class SpeakerEncoderConfig:
 class Qwen3TTSConfig:
     tts_model_type: str
     tts_model_size: str
-    talker: TalkerConfig
-    speaker_encoder: SpeakerEncoderConfig | None
+    talker: Qwen3TTSTalkerConfig
+    speaker_encoder: Qwen3TTSSpeakerEncoderConfig | None
     tts_pad_token_id: int
     tts_bos_token_id: int
     tts_eos_token_id: int
@@ -138,14 +138,14 @@ class Qwen3TTSConfig:
         predictor_raw = talker_raw.get("code_predictor_config")
         if predictor_raw is None:
             raise CheckpointError(f"{path}: missing key talker_config.code_predictor_config")
-        base = DecoderConfig.from_dict(talker_raw, path, "talker_config")
+        base = Qwen3TTSDecoderConfig.from_dict(talker_raw, path, "talker_config")
 
         def talker_key(key):
             if key not in talker_raw:
                 raise CheckpointError(f"{path}: missing key talker_config.{key}")
             return talker_raw[key]
 
-        talker = TalkerConfig(
+        talker = Qwen3TTSTalkerConfig(
             **base.__dict__,
             text_vocab_size=talker_key("text_vocab_size"),
             text_hidden_size=talker_key("text_hidden_size"),
@@ -160,7 +160,7 @@ class Qwen3TTSConfig:
             spk_id={k.lower(): v for k, v in (talker_raw.get("spk_id") or {}).items()},
             spk_is_dialect={k.lower(): v for k, v in (talker_raw.get("spk_is_dialect") or {}).items()},
             codec_language_id={k.lower(): v for k, v in talker_key("codec_language_id").items()},
-            code_predictor=DecoderConfig.from_dict(predictor_raw, path, "talker_config.code_predictor_config"),
+            code_predictor=Qwen3TTSDecoderConfig.from_dict(predictor_raw, path, "talker_config.code_predictor_config"),
         )
         if talker.num_code_groups != 16:
             raise CheckpointError(
@@ -168,7 +168,7 @@ class Qwen3TTSConfig:
             )
         speaker_encoder = None
         if model_type == "base":
-            speaker_encoder = SpeakerEncoderConfig.from_dict(require_key(raw, "speaker_encoder_config", path))
+            speaker_encoder = Qwen3TTSSpeakerEncoderConfig.from_dict(require_key(raw, "speaker_encoder_config", path))
             if speaker_encoder.enc_dim != talker.hidden_size:
                 raise CheckpointError(
                     f"{path}: speaker_encoder_config.enc_dim ({speaker_encoder.enc_dim}) must equal "

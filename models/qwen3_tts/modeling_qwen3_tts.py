@@ -22,14 +22,14 @@ from torch import nn
 
 from models.layers import RMSNorm, SwiGLUMLP, apply_rotary, fuse_linears
 
-from .configuration_qwen3_tts import DecoderConfig, TalkerConfig
+from .configuration_qwen3_tts import Qwen3TTSDecoderConfig, Qwen3TTSTalkerConfig
 
 # attention(layer, q (tokens, heads, head_dim), k, v (tokens, kv_heads, head_dim)) -> (tokens, heads, head_dim)
 Attention = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Qwen3TTSAttention(nn.Module):
-    def __init__(self, config: DecoderConfig, layer_idx: int):
+    def __init__(self, config: Qwen3TTSDecoderConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
         self.num_heads = config.num_attention_heads
@@ -65,7 +65,7 @@ class Qwen3TTSAttention(nn.Module):
 
 
 class Qwen3TTSDecoderLayer(nn.Module):
-    def __init__(self, config: DecoderConfig, layer_idx: int):
+    def __init__(self, config: Qwen3TTSDecoderConfig, layer_idx: int):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = Qwen3TTSAttention(config, layer_idx)
@@ -80,7 +80,7 @@ class Qwen3TTSDecoderLayer(nn.Module):
 class Qwen3TTSDecoderStack(nn.Module):
     """Layers and final norm of a Qwen3 decoder fed with input embeddings."""
 
-    def __init__(self, config: DecoderConfig):
+    def __init__(self, config: Qwen3TTSDecoderConfig):
         super().__init__()
         self.layers = nn.ModuleList(Qwen3TTSDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -98,7 +98,7 @@ class Qwen3TTSDecoderStack(nn.Module):
 
 
 class Qwen3TTSTalkerModel(Qwen3TTSDecoderStack):
-    def __init__(self, config: TalkerConfig):
+    def __init__(self, config: Qwen3TTSTalkerConfig):
         super().__init__(config)
         self.text_embedding = nn.Embedding(config.text_vocab_size, config.text_hidden_size)
         self.codec_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -117,7 +117,7 @@ class Qwen3TTSTextProjection(nn.Module):
 
 
 class Qwen3TTSCodePredictorModel(Qwen3TTSDecoderStack):
-    def __init__(self, config: DecoderConfig, talker_hidden: int, num_code_groups: int):
+    def __init__(self, config: Qwen3TTSDecoderConfig, talker_hidden: int, num_code_groups: int):
         super().__init__(config)
         # Table j embeds codebook j+1, in talker width (projected afterwards).
         self.codec_embedding = nn.ModuleList(
@@ -128,7 +128,7 @@ class Qwen3TTSCodePredictorModel(Qwen3TTSDecoderStack):
 class Qwen3TTSCodePredictor(nn.Module):
     """Predicts codebooks 1..15 of a frame from the talker state that produced codebook 0."""
 
-    def __init__(self, config: DecoderConfig, talker_hidden: int, num_code_groups: int):
+    def __init__(self, config: Qwen3TTSDecoderConfig, talker_hidden: int, num_code_groups: int):
         super().__init__()
         self.config = config
         self.model = Qwen3TTSCodePredictorModel(config, talker_hidden, num_code_groups)
@@ -147,7 +147,7 @@ class Qwen3TTSCodePredictor(nn.Module):
 
 
 class Qwen3TTSTalker(nn.Module):
-    def __init__(self, config: TalkerConfig):
+    def __init__(self, config: Qwen3TTSTalkerConfig):
         super().__init__()
         self.config = config
         self.model = Qwen3TTSTalkerModel(config)

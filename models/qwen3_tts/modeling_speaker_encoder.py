@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_safetensors
-from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig, SpeakerEncoderConfig
+from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig, Qwen3TTSSpeakerEncoderConfig
 from shared.audio import MODEL_SAMPLE_RATE, AudioError, prepare_reference_audio
 
 # Front end constants (fixed by the released models; spec §3.1).
@@ -154,7 +154,7 @@ def _conv(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: i
     )
 
 
-class TimeDelayNetBlock(nn.Module):
+class Qwen3TTSTimeDelayNetBlock(nn.Module):
     """A (dilated) 1-D convolution over time followed by ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
@@ -165,7 +165,7 @@ class TimeDelayNetBlock(nn.Module):
         return F.relu(self.conv(hidden_states))
 
 
-class Res2NetBlock(nn.Module):
+class Qwen3TTSRes2NetBlock(nn.Module):
     """Res2Net: split channels into `scale` groups; group i (i >= 1) is convolved after adding the
     previous group's output, which widens the receptive field hierarchically. Group 0 passes through.
     """
@@ -176,7 +176,9 @@ class Res2NetBlock(nn.Module):
             raise ValueError(f"channels ({channels}) must be divisible by res2net scale ({scale})")
         self.scale = scale
         width = channels // scale
-        self.blocks = nn.ModuleList(TimeDelayNetBlock(width, width, kernel_size, dilation) for _ in range(scale - 1))
+        self.blocks = nn.ModuleList(
+            Qwen3TTSTimeDelayNetBlock(width, width, kernel_size, dilation) for _ in range(scale - 1)
+        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         groups = torch.chunk(hidden_states, self.scale, dim=1)
@@ -188,7 +190,7 @@ class Res2NetBlock(nn.Module):
         return torch.cat(outputs, dim=1)
 
 
-class SqueezeExcitationBlock(nn.Module):
+class Qwen3TTSSqueezeExcitationBlock(nn.Module):
     """Channel gating from the time-averaged activations: x * sigmoid(W2 relu(W1 mean_t(x)))."""
 
     def __init__(self, channels: int, se_channels: int):
@@ -202,7 +204,7 @@ class SqueezeExcitationBlock(nn.Module):
         return hidden_states * gate
 
 
-class SqueezeExcitationRes2NetBlock(nn.Module):
+class Qwen3TTSSqueezeExcitationRes2NetBlock(nn.Module):
     """x + SE(TDNN2(Res2Net(TDNN1(x)))), with k=1 TDNNs around the dilated Res2Net."""
 
     def __init__(self, in_channels: int, channels: int, scale: int, se_channels: int, kernel_size: int, dilation: int):
@@ -212,10 +214,10 @@ class SqueezeExcitationRes2NetBlock(nn.Module):
                 f"SE-Res2Net block has a residual connection: in ({in_channels}) and out ({channels}) "
                 "channels must be equal"
             )
-        self.tdnn1 = TimeDelayNetBlock(in_channels, channels)
-        self.res2net_block = Res2NetBlock(channels, scale, kernel_size, dilation)
-        self.tdnn2 = TimeDelayNetBlock(channels, channels)
-        self.se_block = SqueezeExcitationBlock(channels, se_channels)
+        self.tdnn1 = Qwen3TTSTimeDelayNetBlock(in_channels, channels)
+        self.res2net_block = Qwen3TTSRes2NetBlock(channels, scale, kernel_size, dilation)
+        self.tdnn2 = Qwen3TTSTimeDelayNetBlock(channels, channels)
+        self.se_block = Qwen3TTSSqueezeExcitationBlock(channels, se_channels)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         out = self.tdnn1(hidden_states)
@@ -234,7 +236,7 @@ def _weighted_statistics(
     return mean, torch.sqrt(variance.clamp(min=eps))
 
 
-class AttentiveStatisticsPooling(nn.Module):
+class Qwen3TTSAttentiveStatisticsPooling(nn.Module):
     """Pool (B, C, T) to (B, 2C, 1): attention-weighted mean and std over time, per channel.
 
     The attention sees each frame together with the utterance's global mean and std.
@@ -244,7 +246,7 @@ class AttentiveStatisticsPooling(nn.Module):
 
     def __init__(self, channels: int, attention_channels: int):
         super().__init__()
-        self.tdnn = TimeDelayNetBlock(channels * 3, attention_channels)
+        self.tdnn = Qwen3TTSTimeDelayNetBlock(channels * 3, attention_channels)
         self.conv = _conv(attention_channels, channels)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -260,10 +262,10 @@ class AttentiveStatisticsPooling(nn.Module):
         return torch.cat([mean, std], dim=1)
 
 
-class SpeakerEncoder(nn.Module):
+class Qwen3TTSSpeakerEncoder(nn.Module):
     """ECAPA-TDNN style speaker encoder: log-mel (B, frames, mel_dim) -> x-vector (B, enc_dim)."""
 
-    def __init__(self, config: SpeakerEncoderConfig):
+    def __init__(self, config: Qwen3TTSSpeakerEncoderConfig):
         super().__init__()
         channels = tuple(config.enc_channels)
         kernels = tuple(config.enc_kernel_sizes)
@@ -285,10 +287,10 @@ class SpeakerEncoder(nn.Module):
             )
         self.config = config
 
-        self.blocks = nn.ModuleList([TimeDelayNetBlock(config.mel_dim, channels[0], kernels[0], dilations[0])])
+        self.blocks = nn.ModuleList([Qwen3TTSTimeDelayNetBlock(config.mel_dim, channels[0], kernels[0], dilations[0])])
         for i in range(1, len(channels) - 1):
             self.blocks.append(
-                SqueezeExcitationRes2NetBlock(
+                Qwen3TTSSqueezeExcitationRes2NetBlock(
                     channels[i - 1],
                     channels[i],
                     scale=config.enc_res2net_scale,
@@ -297,8 +299,8 @@ class SpeakerEncoder(nn.Module):
                     dilation=dilations[i],
                 )
             )
-        self.mfa = TimeDelayNetBlock(channels[-1], channels[-1], kernels[-1], dilations[-1])
-        self.asp = AttentiveStatisticsPooling(channels[-1], config.enc_attention_channels)
+        self.mfa = Qwen3TTSTimeDelayNetBlock(channels[-1], channels[-1], kernels[-1], dilations[-1])
+        self.asp = Qwen3TTSAttentiveStatisticsPooling(channels[-1], config.enc_attention_channels)
         self.fc = _conv(channels[-1] * 2, config.enc_dim)
 
         widest_pad = 0
@@ -370,7 +372,7 @@ def load_speaker_encoder(
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "cpu",
     tensors: dict[str, torch.Tensor] | None = None,
-) -> SpeakerEncoder:
+) -> Qwen3TTSSpeakerEncoder:
     """The speaker encoder of a Base checkpoint directory (`config.json` + `model.safetensors`).
 
     Pass `tensors` (the already read `model.safetensors`) to avoid reading the file again.
@@ -385,6 +387,6 @@ def load_speaker_encoder(
     weights_path = checkpoint_dir / "model.safetensors"
     if tensors is None:
         tensors = read_safetensors(weights_path)
-    encoder = SpeakerEncoder(config.speaker_encoder)
+    encoder = Qwen3TTSSpeakerEncoder(config.speaker_encoder)
     load_module_weights(encoder, tensors, "speaker_encoder.", weights_path)
     return encoder.to(device=device, dtype=parse_dtype(dtype)).eval()

@@ -50,7 +50,7 @@ def _require(config: dict, key: str, path: Path, section: str, kind):
 
 
 @dataclass(frozen=True)
-class CodecDecoderConfig:
+class Qwen3TTSTokenizerDecoderConfig:
     """Shapes and numerics of the decoder (codes -> waveform)."""
 
     codebook_size: int  # rows of every codebook, the semantic one included
@@ -77,7 +77,7 @@ class CodecDecoderConfig:
         return math.prod(self.upsampling_ratios) * math.prod(self.upsample_rates)
 
     @classmethod
-    def from_dict(cls, config: dict, path: Path) -> CodecDecoderConfig:
+    def from_dict(cls, config: dict, path: Path) -> Qwen3TTSTokenizerDecoderConfig:
         s = "decoder_config"
         values = dict(
             codebook_size=_require(config, "codebook_size", path, s, int),
@@ -131,10 +131,10 @@ class CodecDecoderConfig:
 
 
 @dataclass(frozen=True)
-class CodecConfig:
+class Qwen3TTSTokenizerConfig:
     """The whole `speech_tokenizer/config.json`."""
 
-    decoder: CodecDecoderConfig
+    decoder: Qwen3TTSTokenizerDecoderConfig
     encoder: dict = field(repr=False)  # raw `encoder_config`, for transformers.MimiConfig
     encoder_valid_num_quantizers: int
     input_sample_rate: int
@@ -152,12 +152,12 @@ class CodecConfig:
         return self.decoder.codebook_size
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> CodecConfig:
+    def from_json_file(cls, path: str | Path) -> Qwen3TTSTokenizerConfig:
         path = Path(path)
         return cls.from_dict(read_json(path), path)
 
     @classmethod
-    def from_dict(cls, config: dict, path: Path) -> CodecConfig:
+    def from_dict(cls, config: dict, path: Path) -> Qwen3TTSTokenizerConfig:
         if not isinstance(config, dict):
             raise CheckpointError(f"{path}: expected a JSON object")
         model_type = require_key(config, "model_type", path)
@@ -171,7 +171,7 @@ class CodecConfig:
         if not isinstance(encoder_raw, dict):
             raise CheckpointError(f"{path}: key 'encoder_config' must be an object")
         cfg = cls(
-            decoder=CodecDecoderConfig.from_dict(decoder_raw, path),
+            decoder=Qwen3TTSTokenizerDecoderConfig.from_dict(decoder_raw, path),
             encoder=dict(encoder_raw),
             encoder_valid_num_quantizers=_require(config, "encoder_valid_num_quantizers", path, "", int),
             input_sample_rate=_require(config, "input_sample_rate", path, "", int),

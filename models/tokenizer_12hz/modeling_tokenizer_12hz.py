@@ -12,7 +12,7 @@ keys under `decoder.` so the weights load by name:
     decoder.1..4     SnakeBeta + causal transposed conv (x8, x5, x4, x3) + 3 residual units (dil. 1, 3, 9)
     decoder.5, .6    SnakeBeta + causal conv -> 1 channel, then clamp to [-1, 1]
 
-Every stage is causal, so the decoder streams exactly: `CodecDecoder.forward(codes, state)` decodes
+Every stage is causal, so the decoder streams exactly: `Qwen3TTSTokenizerDecoder.forward(codes, state)` decodes
 the next frames of a stream given a `DecoderState` that carries, per stream,
 
     * the attention keys/values of the last `sliding_window - 1` frames of every layer,
@@ -26,7 +26,7 @@ Decoding a sequence in one call or in chunks of any size through one state gives
 stage looks ahead. With `state=None` the call is a fresh full-sequence decode.
 
 Encoder (audio -> codes): transformers' `MimiModel` with its decoder half dropped; see
-`CodecEncoder`.
+`Qwen3TTSTokenizerEncoder`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from torch import nn
 from models.checkpoint import load_module_weights
 from models.layers import RMSNorm, SwiGLUMLP, rotate_half
 
-from .configuration_tokenizer_12hz import CodecConfig, CodecDecoderConfig
+from .configuration_tokenizer_12hz import Qwen3TTSTokenizerConfig, Qwen3TTSTokenizerDecoderConfig
 
 # --------------------------------------------------------------------------------------------------
 # Streaming state
@@ -55,7 +55,7 @@ class DecoderState:
     modules treat exactly like the zero left padding of a full-sequence decode. The tensors have
     a leading batch dimension (1 for one stream). `positions[b]` is the number of frames row b has
     already decoded; rows may be at different positions (streams batched together by
-    `CodecDecoder.stack_states`), in which case the attention caches are right-aligned and
+    `Qwen3TTSTokenizerDecoder.stack_states`), in which case the attention caches are right-aligned and
     left-padded, and each row only sees its own `min(position, sliding_window - 1)` cached frames.
     """
 
@@ -90,7 +90,7 @@ class DecoderState:
 # --------------------------------------------------------------------------------------------------
 
 
-class CausalConv1d(nn.Module):
+class Qwen3TTSTokenizerCausalConv1d(nn.Module):
     """Stride-1 causal conv: left zero padding of (k - 1) * dilation + 1 - stride, no right padding.
 
     (The reference's right "extra padding" is zero for every stride-1 conv, and the decoder has no
@@ -120,7 +120,7 @@ class CausalConv1d(nn.Module):
         return self.conv(x)
 
 
-class CausalTransposedConv1d(nn.Module):
+class Qwen3TTSTokenizerCausalTransposedConv1d(nn.Module):
     """ConvTranspose1d(k, stride) whose last k - stride output samples are trimmed (right only).
 
     The output for input frames [0, n) is then n * stride samples, and no later input frame adds
@@ -178,7 +178,7 @@ class CausalTransposedConv1d(nn.Module):
         return y
 
 
-class SnakeBeta(nn.Module):
+class Qwen3TTSTokenizerSnakeBeta(nn.Module):
     """x + 1 / (exp(beta) + 1e-9) * sin(x * exp(alpha))^2, with alpha and beta stored in log scale."""
 
     def __init__(self, channels: int):
@@ -192,12 +192,12 @@ class SnakeBeta(nn.Module):
         return x + (1.0 / (beta + 1e-9)) * torch.pow(torch.sin(x * alpha), 2)
 
 
-class ConvNeXtBlock(nn.Module):
+class Qwen3TTSTokenizerConvNeXtBlock(nn.Module):
     """Causal depthwise conv (k=7), LayerNorm(eps 1e-6), Linear x4, exact GELU, Linear, gamma, residual."""
 
     def __init__(self, dim: int):
         super().__init__()
-        self.dwconv = CausalConv1d(dim, dim, kernel_size=7, groups=dim)
+        self.dwconv = Qwen3TTSTokenizerCausalConv1d(dim, dim, kernel_size=7, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.pwconv2 = nn.Linear(4 * dim, dim)
@@ -209,15 +209,15 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.gamma * h).transpose(1, 2)
 
 
-class ResidualUnit(nn.Module):
+class Qwen3TTSTokenizerResidualUnit(nn.Module):
     """x + conv2(snake2(conv1(snake1(x)))), conv1 causal k=7 with dilation, conv2 k=1."""
 
     def __init__(self, dim: int, dilation: int):
         super().__init__()
-        self.act1 = SnakeBeta(dim)
-        self.conv1 = CausalConv1d(dim, dim, kernel_size=7, dilation=dilation)
-        self.act2 = SnakeBeta(dim)
-        self.conv2 = CausalConv1d(dim, dim, kernel_size=1)
+        self.act1 = Qwen3TTSTokenizerSnakeBeta(dim)
+        self.conv1 = Qwen3TTSTokenizerCausalConv1d(dim, dim, kernel_size=7, dilation=dilation)
+        self.act2 = Qwen3TTSTokenizerSnakeBeta(dim)
+        self.conv2 = Qwen3TTSTokenizerCausalConv1d(dim, dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
         h = self.conv1(self.act1(x), state)
@@ -225,14 +225,17 @@ class ResidualUnit(nn.Module):
         return x + h
 
 
-class DecoderBlock(nn.Module):
-    """SnakeBeta, causal transposed conv (k = 2 * rate, stride = rate), residual units (1, 3, 9)."""
+class Qwen3TTSTokenizerDecoderBlock(nn.Module):
+    """Qwen3TTSTokenizerSnakeBeta, causal transposed conv (k = 2 * rate, stride = rate), residual units (1, 3, 9)."""
 
     def __init__(self, in_dim: int, out_dim: int, rate: int):
         super().__init__()
         self.block = nn.ModuleList(
-            [SnakeBeta(in_dim), CausalTransposedConv1d(in_dim, out_dim, 2 * rate, rate)]
-            + [ResidualUnit(out_dim, dilation) for dilation in (1, 3, 9)]
+            [
+                Qwen3TTSTokenizerSnakeBeta(in_dim),
+                Qwen3TTSTokenizerCausalTransposedConv1d(in_dim, out_dim, 2 * rate, rate),
+            ]
+            + [Qwen3TTSTokenizerResidualUnit(out_dim, dilation) for dilation in (1, 3, 9)]
         )
 
     def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
@@ -246,7 +249,7 @@ class DecoderBlock(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class Codebook(nn.Module):
+class Qwen3TTSTokenizerCodebook(nn.Module):
     """`embedding_sum / clamp(cluster_usage, 1e-5)` rows; the division is cached until a weight changes."""
 
     def __init__(self, codebook_size: int, dim: int):
@@ -263,19 +266,19 @@ class Codebook(nn.Module):
         return self._cache[1]
 
 
-class CodebookLayer(nn.Module):
+class Qwen3TTSTokenizerCodebookLayer(nn.Module):
     def __init__(self, codebook_size: int, dim: int):
         super().__init__()
-        self._codebook = Codebook(codebook_size, dim)
+        self._codebook = Qwen3TTSTokenizerCodebook(codebook_size, dim)
 
 
-class CodebookStack(nn.Module):
+class Qwen3TTSTokenizerCodebookStack(nn.Module):
     def __init__(self, num_layers: int, codebook_size: int, dim: int):
         super().__init__()
-        self.layers = nn.ModuleList([CodebookLayer(codebook_size, dim) for _ in range(num_layers)])
+        self.layers = nn.ModuleList([Qwen3TTSTokenizerCodebookLayer(codebook_size, dim) for _ in range(num_layers)])
 
 
-class ResidualVectorQuantizer(nn.Module):
+class Qwen3TTSTokenizerResidualVectorQuantizer(nn.Module):
     """Sequential sum of codebook lookups (in the model dtype), then a k=1 output projection.
 
     `input_proj` only serves the encoder of the original training code; it is kept so that the
@@ -286,7 +289,7 @@ class ResidualVectorQuantizer(nn.Module):
         super().__init__()
         self.input_proj = nn.Conv1d(io_dim, dim, 1, bias=False)
         self.output_proj = nn.Conv1d(dim, io_dim, 1, bias=False)
-        self.vq = CodebookStack(num_layers, codebook_size, dim)
+        self.vq = Qwen3TTSTokenizerCodebookStack(num_layers, codebook_size, dim)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T, n_q) -> (B, io_dim, T)."""
@@ -298,14 +301,14 @@ class ResidualVectorQuantizer(nn.Module):
         return self.output_proj(total)
 
 
-class SplitResidualVectorQuantizer(nn.Module):
-    """Codebook 0 through `rvq_first` (semantic), codebooks 1.. through `rvq_rest` (acoustic)."""
+class Qwen3TTSTokenizerSplitResidualVectorQuantizer(nn.Module):
+    """Qwen3TTSTokenizerCodebook 0 through `rvq_first` (semantic), codebooks 1.. through `rvq_rest` (acoustic)."""
 
-    def __init__(self, config: CodecDecoderConfig):
+    def __init__(self, config: Qwen3TTSTokenizerDecoderConfig):
         super().__init__()
         dim = config.codebook_dim // 2
-        self.rvq_first = ResidualVectorQuantizer(1, config.codebook_size, dim, config.codebook_dim)
-        self.rvq_rest = ResidualVectorQuantizer(
+        self.rvq_first = Qwen3TTSTokenizerResidualVectorQuantizer(1, config.codebook_size, dim, config.codebook_dim)
+        self.rvq_rest = Qwen3TTSTokenizerResidualVectorQuantizer(
             config.num_quantizers - 1, config.codebook_size, dim, config.codebook_dim
         )
 
@@ -318,7 +321,7 @@ class SplitResidualVectorQuantizer(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class LayerScale(nn.Module):
+class Qwen3TTSTokenizerLayerScale(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(channels))
@@ -327,14 +330,14 @@ class LayerScale(nn.Module):
         return self.scale * x
 
 
-class Attention(nn.Module):
+class Qwen3TTSTokenizerAttention(nn.Module):
     """Causal sliding-window MHA/GQA with rotate-half RoPE and no q/k norm.
 
     A query at frame i sees keys at frames j with i - sliding_window < j <= i. In a stream the
     keys/values of the last sliding_window - 1 frames are kept, which is all a later query can see.
     """
 
-    def __init__(self, config: CodecDecoderConfig):
+    def __init__(self, config: Qwen3TTSTokenizerDecoderConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -390,28 +393,30 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(batch, n, -1))
 
 
-class TransformerLayer(nn.Module):
-    def __init__(self, config: CodecDecoderConfig):
+class Qwen3TTSTokenizerTransformerLayer(nn.Module):
+    def __init__(self, config: Qwen3TTSTokenizerDecoderConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = Attention(config)
-        self.self_attn_layer_scale = LayerScale(config.hidden_size)
+        self.self_attn = Qwen3TTSTokenizerAttention(config)
+        self.self_attn_layer_scale = Qwen3TTSTokenizerLayerScale(config.hidden_size)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = SwiGLUMLP(config.hidden_size, config.intermediate_size)
-        self.mlp_layer_scale = LayerScale(config.hidden_size)
+        self.mlp_layer_scale = Qwen3TTSTokenizerLayerScale(config.hidden_size)
 
     def forward(self, x, cos, sin, state):
         x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, state))
         return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
 
 
-class PreTransformer(nn.Module):
-    def __init__(self, config: CodecDecoderConfig):
+class Qwen3TTSTokenizerPreTransformer(nn.Module):
+    def __init__(self, config: Qwen3TTSTokenizerDecoderConfig):
         super().__init__()
         self.head_dim = config.head_dim
         self.rope_theta = config.rope_theta
         self.input_proj = nn.Linear(config.latent_dim, config.hidden_size)
-        self.layers = nn.ModuleList([TransformerLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layers = nn.ModuleList(
+            [Qwen3TTSTokenizerTransformerLayer(config) for _ in range(config.num_hidden_layers)]
+        )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.output_proj = nn.Linear(config.hidden_size, config.latent_dim)
 
@@ -441,11 +446,13 @@ class PreTransformer(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class UpsampleStage(nn.ModuleList):
+class Qwen3TTSTokenizerUpsampleStage(nn.ModuleList):
     """`upsample.{i}.0` causal transposed conv (k = stride = ratio), `upsample.{i}.1` ConvNeXt."""
 
     def __init__(self, dim: int, ratio: int):
-        super().__init__([CausalTransposedConv1d(dim, dim, ratio, ratio), ConvNeXtBlock(dim)])
+        super().__init__(
+            [Qwen3TTSTokenizerCausalTransposedConv1d(dim, dim, ratio, ratio), Qwen3TTSTokenizerConvNeXtBlock(dim)]
+        )
 
     def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
         for layer in self:
@@ -453,23 +460,25 @@ class UpsampleStage(nn.ModuleList):
         return x
 
 
-class CodecDecoder(nn.Module):
+class Qwen3TTSTokenizerDecoder(nn.Module):
     """Codes (B, T, num_quantizers) -> waveform (B, T * samples_per_frame) in [-1, 1]."""
 
-    def __init__(self, config: CodecDecoderConfig):
+    def __init__(self, config: Qwen3TTSTokenizerDecoderConfig):
         super().__init__()
         self.config = config
         self.samples_per_frame = config.samples_per_frame
-        self.quantizer = SplitResidualVectorQuantizer(config)
-        self.pre_conv = CausalConv1d(config.codebook_dim, config.latent_dim, kernel_size=3)
-        self.pre_transformer = PreTransformer(config)
-        self.upsample = nn.ModuleList([UpsampleStage(config.latent_dim, r) for r in config.upsampling_ratios])
-        stages: list[nn.Module] = [CausalConv1d(config.latent_dim, config.decoder_dim, kernel_size=7)]
+        self.quantizer = Qwen3TTSTokenizerSplitResidualVectorQuantizer(config)
+        self.pre_conv = Qwen3TTSTokenizerCausalConv1d(config.codebook_dim, config.latent_dim, kernel_size=3)
+        self.pre_transformer = Qwen3TTSTokenizerPreTransformer(config)
+        self.upsample = nn.ModuleList(
+            [Qwen3TTSTokenizerUpsampleStage(config.latent_dim, r) for r in config.upsampling_ratios]
+        )
+        stages: list[nn.Module] = [Qwen3TTSTokenizerCausalConv1d(config.latent_dim, config.decoder_dim, kernel_size=7)]
         dim = config.decoder_dim
         for rate in config.upsample_rates:
-            stages.append(DecoderBlock(dim, dim // 2, rate))
+            stages.append(Qwen3TTSTokenizerDecoderBlock(dim, dim // 2, rate))
             dim //= 2
-        stages += [SnakeBeta(dim), CausalConv1d(dim, 1, kernel_size=7)]
+        stages += [Qwen3TTSTokenizerSnakeBeta(dim), Qwen3TTSTokenizerCausalConv1d(dim, 1, kernel_size=7)]
         self.decoder = nn.ModuleList(stages)
 
         self._stateful = [m for m in self.modules() if getattr(m, "stateful", False)]
@@ -511,7 +520,7 @@ class CodecDecoder(nn.Module):
             items = [s.slots[slot] for s in states]
             if all(item is None for item in items):
                 continue
-            if isinstance(module, Attention):
+            if isinstance(module, Qwen3TTSTokenizerAttention):
                 items = [item if item is not None else module.empty_state(1, like) for item in items]
                 length = max(item[0].shape[2] for item in items)
                 out.slots[slot] = tuple(
@@ -556,7 +565,7 @@ _ENCODER_RENAMES = (
 _ENCODER_IGNORED = ("encoder.upsample.", "encoder.decoder_transformer.", "encoder.decoder.")
 
 
-class CodecEncoder(nn.Module):
+class Qwen3TTSTokenizerEncoder(nn.Module):
     """Audio (B, samples) at 24 kHz -> codes (B, num_quantizers, frames): transformers' Mimi encoder.
 
     `mimi` is a `transformers.MimiModel` built from `encoder_config` with `decoder_config=None`,
@@ -564,7 +573,7 @@ class CodecEncoder(nn.Module):
     RVQ layers run: the RVQ is sequential, so these equal the first 16 of a full encode.
     """
 
-    def __init__(self, config: CodecConfig):
+    def __init__(self, config: Qwen3TTSTokenizerConfig):
         super().__init__()
         from transformers import MimiModel
 
@@ -576,7 +585,7 @@ class CodecEncoder(nn.Module):
         out = self.mimi.encode(audio[:, None, :], num_quantizers=self.num_quantizers, return_dict=True)
         return out.audio_codes
 
-    def cast_(self, dtype: torch.dtype) -> CodecEncoder:
+    def cast_(self, dtype: torch.dtype) -> Qwen3TTSTokenizerEncoder:
         """Cast parameters and persistent buffers only, keeping e.g. RoPE's float32 inv_freq."""
         persistent = set(self.state_dict().keys())
         for name, tensor in list(self.named_parameters()) + list(self.named_buffers()):
@@ -592,7 +601,7 @@ class CodecEncoder(nn.Module):
 
     @staticmethod
     def file_key(name: str) -> str:
-        """Checkpoint key of a `CodecEncoder` state-dict name."""
+        """Checkpoint key of a `Qwen3TTSTokenizerEncoder` state-dict name."""
         assert name.startswith("mimi.")
         name = name[len("mimi.") :]
         for file_prefix, model_prefix in _ENCODER_RENAMES:

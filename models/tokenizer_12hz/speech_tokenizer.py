@@ -20,8 +20,8 @@ import torch
 
 from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_json, read_safetensors
 
-from .configuration_tokenizer_12hz import MODEL_TYPE, CodecConfig
-from .modeling_tokenizer_12hz import CodecDecoder, CodecEncoder, DecoderState
+from .configuration_tokenizer_12hz import MODEL_TYPE, Qwen3TTSTokenizerConfig
+from .modeling_tokenizer_12hz import DecoderState, Qwen3TTSTokenizerDecoder, Qwen3TTSTokenizerEncoder
 
 CODEC_SUBDIR = "speech_tokenizer"
 CONFIG_NAME = "config.json"
@@ -85,9 +85,9 @@ class SpeechTokenizer:
 
     def __init__(
         self,
-        config: CodecConfig,
-        decoder: CodecDecoder,
-        encoder: CodecEncoder | None,
+        config: Qwen3TTSTokenizerConfig,
+        decoder: Qwen3TTSTokenizerDecoder,
+        encoder: Qwen3TTSTokenizerEncoder | None,
         dtype: torch.dtype,
         device: torch.device,
         max_chunk_frames: int = DEFAULT_MAX_CHUNK_FRAMES,
@@ -119,17 +119,17 @@ class SpeechTokenizer:
         torch_dtype = parse_dtype(dtype)
         device = torch.device(device)
         codec_dir = resolve_codec_dir(path)
-        config = CodecConfig.from_json_file(codec_dir / CONFIG_NAME)
+        config = Qwen3TTSTokenizerConfig.from_json_file(codec_dir / CONFIG_NAME)
         weights_path = codec_dir / WEIGHTS_NAME
         tensors = read_safetensors(weights_path)
 
-        decoder = CodecDecoder(config.decoder)
+        decoder = Qwen3TTSTokenizerDecoder(config.decoder)
         load_module_weights(decoder, tensors, "decoder.", weights_path)
         decoder.to(device=device, dtype=torch_dtype).eval()
 
         encoder = None
         if load_encoder:
-            encoder = CodecEncoder(config)
+            encoder = Qwen3TTSTokenizerEncoder(config)
             encoder.load_checkpoint_tensors(tensors, weights_path)
             encoder.to(device=device)
             encoder.cast_(torch_dtype)

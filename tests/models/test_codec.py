@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.checkpoint import CheckpointError
-from models.tokenizer_12hz.configuration_tokenizer_12hz import CodecConfig
+from models.tokenizer_12hz.configuration_tokenizer_12hz import Qwen3TTSTokenizerConfig
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 
 SPF = 1920
@@ -82,7 +82,7 @@ def long_wav(tok, long_codes) -> np.ndarray:
 
 
 def test_config_reads_file_only_values(tiny_codec):
-    cfg = CodecConfig.from_json_file(tiny_codec / "config.json")
+    cfg = Qwen3TTSTokenizerConfig.from_json_file(tiny_codec / "config.json")
     raw = json.loads((tiny_codec / "config.json").read_text())
     assert cfg.decoder.codebook_dim == raw["decoder_config"]["codebook_dim"]
     assert cfg.decoder.head_dim == raw["decoder_config"]["head_dim"]

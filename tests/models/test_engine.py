@@ -11,7 +11,7 @@ import torch
 
 from models.engine.engine import Engine, FinishReason, SchedulerLimits
 from models.engine.sampler import SamplingParams
-from models.qwen3_tts.configuration_qwen3_tts import DecoderConfig, TalkerConfig
+from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSDecoderConfig, Qwen3TTSTalkerConfig
 from models.qwen3_tts.modeling_qwen3_tts import Qwen3TTSTalker
 from models.qwen3_tts.prompts import ClonePrompt, PromptPlan
 
@@ -22,7 +22,7 @@ TEXT = [5, 17, 9, 30, 2, 44, 8, 21]
 @pytest.fixture(scope="module")
 def talker():
     torch.manual_seed(0)
-    predictor = DecoderConfig(
+    predictor = Qwen3TTSDecoderConfig(
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -33,7 +33,7 @@ def talker():
         rope_theta=1e6,
         vocab_size=2048,
     )
-    config = TalkerConfig(
+    config = Qwen3TTSTalkerConfig(
         hidden_size=48,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -407,3 +407,33 @@ def test_slots_rearranged_as_sessions_come_go_and_wait(talker):
         engine.step()
     for session in (a, c, d):
         assert np.array_equal(np.stack(session.frames), expected)
+
+
+@pytest.mark.slow
+def test_compiled_decode_steps_give_the_eager_codes(talker):
+    """torch.compile(fullgraph=True) of the decode step (padded to its bucket) changes no code."""
+    sampled = SamplingParams(max_new_tokens=10, seed=11)
+    expected = {}
+    for compiled in (False, True):
+        engine = Engine(
+            talker,
+            pad_id=2148,
+            bos_id=2149,
+            eos_id=2150,
+            text_ids={"tts_pad": 61, "tts_bos": 62, "tts_eos": 63},
+            limits=SchedulerLimits(slots=4),
+            compiled=compiled,
+        )
+        sessions = []
+        for params in (GREEDY, sampled, GREEDY):  # three rows: padded to a bucket of four
+            session = engine.start(plan(), params)
+            engine.add_text(session, TEXT)
+            engine.close_text(session)
+            sessions.append(session)
+        while engine.active:
+            engine.step()
+        frames = [np.stack(s.frames) for s in sessions]
+        if not compiled:
+            expected = frames
+    for got, want in zip(frames, expected):
+        assert np.array_equal(got, want)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from models.checkpoint import CheckpointError, load_module_weights, read_safetensors
-from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig, SpeakerEncoderConfig
+from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig, Qwen3TTSSpeakerEncoderConfig
 from models.qwen3_tts.modeling_speaker_encoder import (
-    SpeakerEncoder,
+    Qwen3TTSSpeakerEncoder,
     load_speaker_encoder,
     mel_filterbank,
     mel_frames,
@@ -47,7 +47,7 @@ def _run_reference_python(reference, script: str, timeout: int = 600) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_encoder(tiny_base) -> SpeakerEncoder:
+def tiny_encoder(tiny_base) -> Qwen3TTSSpeakerEncoder:
     return load_speaker_encoder(tiny_base)
 
 
@@ -115,7 +115,7 @@ np.savez({str(tmp_path / "out.npz")!r}, **out)
 def test_state_dict_keys_are_the_checkpoint_keys(tiny_base):
     tensors = read_safetensors(tiny_base / "model.safetensors")
     config = Qwen3TTSConfig.from_file(tiny_base / "config.json").speaker_encoder
-    encoder = SpeakerEncoder(config)
+    encoder = Qwen3TTSSpeakerEncoder(config)
     checkpoint_keys = {k[len("speaker_encoder.") :] for k in tensors if k.startswith("speaker_encoder.")}
     assert set(encoder.state_dict()) == checkpoint_keys
     load_module_weights(encoder, tensors, "speaker_encoder.", tiny_base / "model.safetensors")
@@ -124,7 +124,7 @@ def test_state_dict_keys_are_the_checkpoint_keys(tiny_base):
 
 
 def test_released_architecture_key_set():
-    encoder = SpeakerEncoder(SpeakerEncoderConfig(enc_dim=1024))
+    encoder = Qwen3TTSSpeakerEncoder(Qwen3TTSSpeakerEncoderConfig(enc_dim=1024))
     keys = set(encoder.state_dict())
     assert len(keys) == 76
     for expected in (
@@ -156,7 +156,7 @@ def test_released_architecture_key_set():
 def test_config_errors(changes, match):
     base = dict(enc_dim=16, enc_channels=(32, 32, 32, 32, 96), enc_attention_channels=8, enc_se_channels=8)
     with pytest.raises(ValueError, match=match):
-        SpeakerEncoder(SpeakerEncoderConfig(**{**base, **changes}))
+        Qwen3TTSSpeakerEncoder(Qwen3TTSSpeakerEncoderConfig(**{**base, **changes}))
 
 
 def test_load_speaker_encoder_rejects_a_checkpoint_without_one(tiny_base, tmp_path):
@@ -173,7 +173,7 @@ def test_load_speaker_encoder_rejects_a_checkpoint_without_one(tiny_base, tmp_pa
 
 
 def test_minimum_duration_of_the_released_architecture():
-    encoder = SpeakerEncoder(SpeakerEncoderConfig(enc_dim=1024))
+    encoder = Qwen3TTSSpeakerEncoder(Qwen3TTSSpeakerEncoderConfig(enc_dim=1024))
     # dilation 4, k=3 reflect-pads 4 frames per side: >= 5 frames = 5 * 256 samples.
     assert encoder.min_frames == 5
     assert encoder.min_samples == 1280
@@ -230,7 +230,7 @@ def test_forward_batches_equal_single_items(tiny_encoder):
 # --- parity with the reference (create_voice_clone_prompt, x_vector_only_mode) -----------------
 
 
-def _check_parity(reference, checkpoint: Path, encoder: SpeakerEncoder, audio: np.ndarray, rate: int):
+def _check_parity(reference, checkpoint: Path, encoder: Qwen3TTSSpeakerEncoder, audio: np.ndarray, rate: int):
     ours = encoder.embed(audio, rate).numpy()
     theirs = reference.speaker_embedding(checkpoint, audio, rate, dtype="float32")
     assert ours.shape == theirs.shape == (encoder.config.enc_dim,)

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := clients/node/node_modules/.package-lock.json
 K8S_TOOLS_STAMP := k8s/tools/node_modules/.package-lock.json
 
-.PHONY: setup demo run node-deps k8s-deps check-k8s lint test test-fast bench bench-model reference-env protos check-protos check-images clean
+.PHONY: setup demo run node-deps k8s-deps check-k8s lint test test-fast bench bench-model bench-engine reference-env protos check-protos check-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench: $(STAMP)
 
 bench-model: $(STAMP) reference-env
 	$(PY) -m bench.bench_model
+
+# Kernel launches and host syncs per decode step at 1-64 streams, and the torch.compile check (CPU, minutes).
+bench-engine: $(STAMP)
+	$(PY) -m bench.bench_engine
 
 clean:
 	rm -rf $(VENV) .venv-ref var .pytest_cache

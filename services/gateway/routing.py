@@ -99,15 +99,15 @@ class Pool:
     def has_speaker(self, speaker: str) -> bool:
         return speaker.lower() in (s.name.lower() for s in self.model.speakers)
 
-    def check_language(self, language: str) -> None:
-        """Refuse a language the model does not speak (see TextToSpeechServicer.check_config for
-        why the gateway checks what the generator checks too)."""
+    def check_language(self, language: str, field: str) -> None:
+        """Refuse a language the model does not speak, naming `field` (see Gateway.check_config
+        for why the gateway checks what the generator checks too)."""
         known = {name.lower() for name in self.model.languages} | {"auto"}
         if language.lower() not in known:
             raise InvalidArgument(
                 f"unsupported language {quote(language)} for model {self.model.name}; supported: "
                 f"{', '.join(sorted(known))}",
-                [("config.language", "not a language of the model")],
+                [(field, "not a language of the model")],
                 reason="UNSUPPORTED_LANGUAGE",
             )
 

@@ -54,7 +54,7 @@ _REASON_RE = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
 
 
 def _check_reason(reason: str) -> str:
-    # A programming error; deliberately not a ValueError, which would reach clients as INVALID_ARGUMENT.
+    # A programming error (TypeError), raised when the class or the error is defined.
     if len(reason) > 63 or not _REASON_RE.fullmatch(reason):
         raise TypeError(f"error reason {reason!r} is not UPPER_SNAKE_CASE of at most 63 characters")
     return reason

@@ -11,7 +11,7 @@ What each pool serves (name, kind, languages, speakers) is asked from the pool i
 (DescribeModel) at start, so the file never disagrees with the checkpoints. A request's voice
 kind picks the model kind: `preset_speaker` a CustomVoice model that has the speaker (and follows
 instructions, if the request has one), `design_description` a VoiceDesign model, `voice_id` a
-Base model (a saved voice: the gateway resolves it, see voices.py); `config.model` picks a model
+Base model (a saved voice: the gateway resolves it, see catalogue.py); `config.model` picks a model
 by name. The voice ids of preset speakers, "preset:<model>:<speaker>" (the catalogue lists them
 so), mean that speaker of that model (`preset_as_speaker`).
 """

@@ -325,6 +325,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     Handlers must be coroutine functions (unary responses) or async generators (streaming
     responses). Put it last in the server's interceptor list, so that it sits closest to the
     handlers and outer interceptors (tracing) see the final status.
+
+    Not built on grpc-interceptor's AsyncServerInterceptor: that one keeps the handler's request
+    deserializer, which this one replaces (`_lenient`), and every image would have to pin it.
     """
 
     async def intercept_service(self, continuation, handler_call_details):

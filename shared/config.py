@@ -89,8 +89,8 @@ class Problem:
 class ConfigError(Exception):
     """The environment does not describe a valid configuration; `problems` lists every fault.
 
-    Deliberately not a ValueError: that would read as a client's bad input (INVALID_ARGUMENT) if
-    it ever escaped into a request handler, and this is the operator's fault, found at start-up.
+    The operator's fault, found at start-up; not a ServiceError, so that should it ever escape a
+    request handler it is answered INTERNAL (shared/errors.py), never as the client's fault.
     """
 
     def __init__(self, cls_name: str, problems: list[Problem]):

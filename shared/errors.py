@@ -2,34 +2,34 @@
 
 Handlers raise domain exceptions (`ServiceError` subclasses) or let foreign ones escape;
 `ErrorInterceptor` turns whatever escapes into a `google.rpc.Status` carried in the
-`grpc-status-details-bin` trailer:
+`grpc-status-details-bin` trailer (built and read with `grpc_status.rpc_status`):
 
 * every error carries an `ErrorInfo(reason, domain=DOMAIN, metadata)` (AIP-193 requires it);
 * `InvalidArgument` also carries a `BadRequest` with one `FieldViolation` per bad field;
 * each detail type appears at most once.
 
-Mapping of foreign exceptions (`as_service_error`):
-
-* a `ValueError` with a string `field` attribute (the generator's `PromptError`) -> InvalidArgument
-  with that field as the violation; matched by shape so that `shared` need not import the
-  generator (and torch);
-* any other `ValueError` (e.g. `AudioError`) -> InvalidArgument, its message kept: by project
-  convention a ValueError's message is written for the caller;
-* anything else -> INTERNAL, reason "INTERNAL", a generic message; the traceback goes to the log,
-  never to the client.
+Only a `ServiceError` is the caller's business: its code, reason, message and fields reach the
+client as raised. Anything else that escapes a handler (a `ValueError` from numpy or torch, a
+`KeyError`, ...) is a bug of ours, whatever its type: INTERNAL, reason "INTERNAL", the generic
+message "internal error; see the server log, trace id <id>", and the traceback goes to the log
+(with that trace id), never to the client. Code that means a foreign exception for the caller
+(the generator's `PromptError`, the codec's `AudioError`) catches it and raises the
+`InvalidArgument` it stands for, with the field and reason.
 
 `asyncio.CancelledError` (the client cancelled, or the server is stopping) is a BaseException and
-is never caught here, and a handler's own `context.abort(...)` (`grpc.aio.AbortError`) passes
-through unchanged. A streaming handler always hears that its RPC was cancelled as CancelledError,
-even when gRPC left it suspended at a `yield` (see `_cancel_when_abandoned`), so handlers release
-engine slots in `except CancelledError` / `finally` and re-raise.
+is never caught here, nor logged, and a handler's own `context.abort(...)` (`grpc.aio.AbortError`)
+passes through unchanged. A streaming handler always hears that its RPC was cancelled as
+CancelledError, even when gRPC left it suspended at a `yield` (see `_cancel_when_abandoned`), so
+handlers release engine slots in `except CancelledError` / `finally` and re-raise.
 
 DOMAIN is "qwentts.v1", the package of the public API: it is the name clients already see, reasons
 are unique within it, and the internal services use the same domain so that the gateway can
 forward their errors without rewriting them. A future incompatible API version gets a new domain.
 
 Client side, `error_details(rpc_error)` returns (code, ErrorInfo | None, BadRequest | None), and
-`from_rpc_error(rpc_error)` turns a failed downstream call into the ServiceError to pass upstream.
+`from_rpc_error(rpc_error, dependency)` turns a failed downstream call into the ServiceError to
+pass upstream (the gateway then names its fields as its own request does:
+services/gateway/fields.py).
 """
 
 from __future__ import annotations
@@ -44,18 +44,17 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 
 logger = logging.getLogger(__name__)
 
 DOMAIN = "qwentts.v1"
-INTERNAL_MESSAGE = "internal error"
 
 _REASON_RE = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
-_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def _check_reason(reason: str) -> str:
-    # A programming error; deliberately not a ValueError, which would reach clients as INVALID_ARGUMENT.
+    # A programming error (TypeError), raised when the class or the error is defined.
     if len(reason) > 63 or not _REASON_RE.fullmatch(reason):
         raise TypeError(f"error reason {reason!r} is not UPPER_SNAKE_CASE of at most 63 characters")
     return reason
@@ -143,24 +142,26 @@ class PermissionDenied(ServiceError):
     code, reason = grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"
 
 
+def internal_message() -> str:
+    """The generic message of an INTERNAL error: where to look, never what happened."""
+    span = trace.get_current_span().get_span_context()
+    if not span.is_valid:
+        return "internal error; see the server log"
+    return f"internal error; see the server log, trace id {trace.format_trace_id(span.trace_id)}"
+
+
 class Internal(ServiceError):
-    """A bug or an unexpected failure; the message is generic on purpose."""
+    """A bug or an unexpected failure; the message is generic on purpose (`internal_message`)."""
 
     code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
 
-    def __init__(self, message: str = INTERNAL_MESSAGE, **kwargs):
-        super().__init__(message, **kwargs)
+    def __init__(self, message: str | None = None, **kwargs):
+        super().__init__(internal_message() if message is None else message, **kwargs)
 
 
 def as_service_error(exc: Exception) -> ServiceError:
-    """Map any exception to the ServiceError the client will see (see the module docstring)."""
-    if isinstance(exc, ServiceError):
-        return exc
-    if isinstance(exc, ValueError):
-        field = getattr(exc, "field", None)  # PromptError and anything shaped like it
-        violations = [(field, str(exc))] if isinstance(field, str) and field else []
-        return InvalidArgument(str(exc), violations)
-    return Internal()
+    """The ServiceError the client sees for `exc`: itself if it is one, else INTERNAL."""
+    return exc if isinstance(exc, ServiceError) else Internal()
 
 
 def _pack(message) -> any_pb2.Any:
@@ -191,7 +192,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
     """Log `exc` as it deserves and end the RPC with its rich status (raises AbortError)."""
     if isinstance(exc, MalformedRequest):
         logger.warning("%s: %s", method, exc)  # one line, no traceback: the caller's fault
-    elif isinstance(exc, (ServiceError, ValueError)):
+    elif isinstance(exc, ServiceError):
         logger.debug("%s failed: %s: %s", method, type(exc).__name__, exc)
     else:
         # Called from inside the handler's `except` block, so the traceback is the current one.
@@ -324,6 +325,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     Handlers must be coroutine functions (unary responses) or async generators (streaming
     responses). Put it last in the server's interceptor list, so that it sits closest to the
     handlers and outer interceptors (tracing) see the final status.
+
+    Not built on grpc-interceptor's AsyncServerInterceptor: that one keeps the handler's request
+    deserializer, which this one replaces (`_lenient`), and every image would have to pin it.
     """
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -357,16 +361,15 @@ def error_details(
 ) -> tuple[grpc.StatusCode, error_details_pb2.ErrorInfo | None, error_details_pb2.BadRequest | None]:
     """(code, ErrorInfo | None, BadRequest | None) from a failed call (sync or aio).
 
-    Details are ignored if their code disagrees with the call's (a proxy rewrote the status).
+    Details are ignored if their code or message disagrees with the call's (a proxy rewrote the
+    status).
     """
-    code = rpc_error.code()
+    try:
+        status = rpc_status.from_call(rpc_error)
+    except ValueError:  # the trailer's code or message is not the call's
+        status = None
     info = bad_request = None
-    for key, value in rpc_error.trailing_metadata() or ():
-        if key != _DETAILS_KEY:
-            continue
-        status = status_pb2.Status.FromString(value)
-        if status.code != code.value[0]:
-            break
+    if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
@@ -374,7 +377,7 @@ def error_details(
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad_request = error_details_pb2.BadRequest()
                 detail.Unpack(bad_request)
-    return code, info, bad_request
+    return rpc_error.code(), info, bad_request
 
 
 _BY_CODE = {
@@ -409,10 +412,10 @@ def dependency_unavailable(dependency: str) -> Unavailable:
     )
 
 
-def from_rpc_error(rpc_error: grpc.RpcError, dependency: str, fields: Mapping[str, str] | None = None) -> ServiceError:
+def from_rpc_error(rpc_error: grpc.RpcError, dependency: str) -> ServiceError:
     """A failed call to `dependency` ("codec", "generator", "registry") as the error to give our
-    own caller: the same code, reason and message, with BadRequest field paths renamed by `fields`
-    (downstream path -> ours; a path not listed is kept).
+    own caller: the same code, reason, message, metadata and BadRequest field violations (named
+    as the dependency names them).
 
     A failure that carries no status of ours is the transport's: the dependency is down,
     restarting, went away mid-stream, or ended the stream while we wrote to it (the grpc#36066
@@ -436,10 +439,6 @@ def from_rpc_error(rpc_error: grpc.RpcError, dependency: str, fields: Mapping[st
         return cls(f"the {dependency}: {message}")
     metadata = dict(info.metadata)
     if cls is InvalidArgument:
-        renamed = {} if fields is None else fields
-        violations = [
-            (renamed.get(v.field, v.field), v.description)
-            for v in (bad_request.field_violations if bad_request else ())
-        ]
+        violations = [(v.field, v.description) for v in (bad_request.field_violations if bad_request else ())]
         return InvalidArgument(message, violations, reason=info.reason, metadata=metadata)
     return cls(message, reason=info.reason, metadata=metadata)

@@ -11,7 +11,7 @@ What each pool serves (name, kind, languages, speakers) is asked from the pool i
 (DescribeModel) at start, so the file never disagrees with the checkpoints. A request's voice
 kind picks the model kind: `preset_speaker` a CustomVoice model that has the speaker (and follows
 instructions, if the request has one), `design_description` a VoiceDesign model, `voice_id` a
-Base model (a saved voice: the gateway resolves it, see voices.py); `config.model` picks a model
+Base model (a saved voice: the gateway resolves it, see catalogue.py); `config.model` picks a model
 by name. The voice ids of preset speakers, "preset:<model>:<speaker>" (the catalogue lists them
 so), mean that speaker of that model (`preset_as_speaker`).
 """
@@ -99,15 +99,15 @@ class Pool:
     def has_speaker(self, speaker: str) -> bool:
         return speaker.lower() in (s.name.lower() for s in self.model.speakers)
 
-    def check_language(self, language: str) -> None:
-        """Refuse a language the model does not speak (see TextToSpeechServicer.check_config for
-        why the gateway checks what the generator checks too)."""
+    def check_language(self, language: str, field: str) -> None:
+        """Refuse a language the model does not speak, naming `field` (see Gateway.check_config
+        for why the gateway checks what the generator checks too)."""
         known = {name.lower() for name in self.model.languages} | {"auto"}
         if language.lower() not in known:
             raise InvalidArgument(
                 f"unsupported language {quote(language)} for model {self.model.name}; supported: "
                 f"{', '.join(sorted(known))}",
-                [("config.language", "not a language of the model")],
+                [(field, "not a language of the model")],
                 reason="UNSUPPORTED_LANGUAGE",
             )
 

@@ -1,4 +1,4 @@
-"""The public VoiceCatalogService, and saved voices resolved for synthesis.
+"""The public VoiceCatalogService.
 
 The registry (`qwentts.registry.v1`, on Redis) keeps the voices; the gateway authenticates the
 caller (tenancy.py), passes the tenant with every registry call, and does the model work a voice
@@ -8,19 +8,13 @@ needs once, when it is saved, so that synthesis recomputes nothing:
   audio; every loaded Base pool computes its speaker embedding (EmbedSpeaker; the 0.6B and 1.7B
   embeddings differ); the registry stores them with a 24 kHz FLAC of the audio. A transcript makes
   the voice an in-context clone, otherwise it is a speaker-embedding clone.
-- DesignVoice: one synthesis on a VoiceDesign pool (the `Synthesis` pipeline), its audio returned
+- DesignVoice: one synthesis on a VoiceDesign pool (pipeline.py), its audio returned
   and kept by the registry as a short-lived preview; CreateVoice(preview_id) saves it as an
   in-context clone of the preview (its text is the transcript), kind DESIGNED.
 - Get/List/Update/Delete go to the registry. The preset speakers of the loaded CustomVoice models
   are read-only voices "preset:<model>:<speaker>", listed before the saved voices.
 
-Synthesis with a saved voice (`Catalogue.voice_for_synthesis`): one cheap registry GetVoice
-(metadata only) per request, which also tells a deleted voice (NOT_FOUND) and the current etag;
-the assets (frames, embeddings) come from a bounded LRU cache per (tenant, voice id) and are
-fetched again whenever the etag differs from the cached one. Assets are written once, with the
-voice, and only ever gain embeddings, so assets cached under the current etag are the registry's.
-A Base model that joined after the voice was saved computes its embedding from the stored
-reference audio on first use and stores it (PutSpeakerEmbedding).
+The registry and saved voices resolved for synthesis are catalogue.py's.
 """
 
 from __future__ import annotations
@@ -31,21 +25,13 @@ import binascii
 import contextlib
 import hashlib
 import re
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import grpc
-import numpy as np
 
 from qwentts.codec.v1 import codec_pb2
-from qwentts.generator.v1 import generator_pb2
-from qwentts.registry.v1 import registry_pb2, registry_pb2_grpc
+from qwentts.registry.v1 import registry_pb2
 from qwentts.v1 import audio_pb2, tts_pb2, voices_pb2, voices_pb2_grpc
-from shared.audio import decode_audio, encode_flac
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound, from_rpc_error
-from shared.frames import array_to_frames, array_to_samples, frames_to_array, samples_to_array
+from shared.audio import encode_flac
+from shared.errors import FailedPrecondition, InvalidArgument
+from shared.frames import array_to_frames, samples_to_array
 from shared.limits import (
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,
@@ -59,47 +45,14 @@ from shared.limits import (
 )
 
 from .audio_out import MODEL_SAMPLE_RATE
-from .routing import PRESET_PREFIX, Pool, preset_voice_id
-
-if TYPE_CHECKING:
-    from .service import TextToSpeechServicer
+from .catalogue import call_dependency, embed_speaker, voice_not_found
+from .gateway import Gateway
+from .pipeline import Synthesis
+from .routing import PRESET_PREFIX, preset_voice_id
 
 MIN_REFERENCE_SECONDS, SHORT_REFERENCE_SECONDS, MAX_REFERENCE_SECONDS = 1.0, 3.0, 60.0
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # as the registry's
-VOICE_CACHE_SIZE = 256  # resolved voices kept per gateway (frames and embeddings: ~50 kB each)
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
-
-# Downstream field paths -> the public request's.
-CODEC_FIELDS = {name: f"reference_audio.{name}" for name in ("content", "pcm_sample_rate_hz", "pcm_channels")}
-EMBED_FIELDS = {"audio.samples_f32le": "reference_audio.content", "audio.sample_rate_hz": "reference_audio.content"}
-DESIGN_FIELDS = {
-    "config.voice.design_description": "description",
-    "config.language": "language",
-    "config.instruct": "description",
-    "text": "preview_text",
-}
-
-
-async def _call(
-    method, request, context: grpc.aio.ServicerContext, dependency: str, fields: dict[str, str] | None = None
-):
-    """`await method(request)` within the client's deadline, a failure passed on as our own error
-    (`from_rpc_error`)."""
-    try:
-        return await method(request, timeout=context.time_remaining())
-    except grpc.aio.AioRpcError as error:
-        raise from_rpc_error(error, dependency, fields) from None
-
-
-def _renamed(error: InvalidArgument, rename: Callable[[str], str]) -> InvalidArgument:
-    """`error` with its field paths renamed to the public request's."""
-    return InvalidArgument(
-        error.message, [(rename(f), d) for f, d in error.violations], reason=error.reason, metadata=error.metadata
-    )
-
-
-def voice_not_found(voice_id: str, field: str = "voice_id") -> NotFound:
-    return NotFound(f"no voice {quote(voice_id)}", reason="VOICE_NOT_FOUND", metadata={"field": field})
 
 
 def check_id(value: str, field: str) -> None:
@@ -141,102 +94,6 @@ def _voice_field_violations(request: voices_pb2.CreateVoiceRequest) -> list[tupl
     return problems
 
 
-async def embed_speaker(pool: Pool, audio: np.ndarray, sample_rate: int, context) -> registry_pb2.SpeakerEmbedding:
-    request = generator_pb2.EmbedSpeakerRequest(audio=array_to_samples(audio, sample_rate))
-    reply = await _call(pool.stub.EmbedSpeaker, request, context, "generator", EMBED_FIELDS)
-    return registry_pb2.SpeakerEmbedding(values=reply.speaker_embedding)
-
-
-@dataclass(frozen=True)
-class SynthesisVoice:
-    """What a synthesis with a saved voice needs."""
-
-    cloned_voice: generator_pb2.ClonedVoice
-    language: str
-    reference_frames: np.ndarray | None  # in-context clones: the codec decodes these first
-
-
-@dataclass
-class _Cached:
-    etag: str
-    assets: registry_pb2.VoiceAssets  # without the reference audio, which synthesis never needs
-
-
-class Catalogue:
-    """The registry as the gateway uses it, and saved voices resolved for synthesis (cached)."""
-
-    def __init__(self, registry: registry_pb2_grpc.RegistryServiceStub | None, cache_size: int = VOICE_CACHE_SIZE):
-        self._registry = registry
-        self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
-
-    def check_available(self) -> None:
-        if self._registry is None:
-            raise FailedPrecondition(
-                "this deployment runs no voice catalogue (GATEWAY_REGISTRY_ADDRESS is unset); "
-                "use preset_speaker or design_description",
-                reason="VOICE_CATALOGUE_UNAVAILABLE",
-            )
-
-    async def call(self, method: str, request, context):
-        """The registry's `method`, its errors passed on."""
-        self.check_available()
-        return await _call(getattr(self._registry, method), request, context, "registry")
-
-    def forget(self, tenant: str, voice_id: str) -> None:
-        self._cache.pop((tenant, voice_id), None)
-
-    async def voice_for_synthesis(self, tenant: str, voice_id: str, pool: Pool, context) -> SynthesisVoice:
-        """The tenant's saved voice as a cloned-voice prompt for `pool`'s Base model; NotFound
-        (VOICE_NOT_FOUND) if the tenant has no such voice."""
-        voice = (await self._get(tenant, voice_id, False, context)).voice
-        key = (tenant, voice_id)
-        cached = self._cache.get(key)
-        if cached is None or cached.etag != voice.etag:
-            reply = await self._get(tenant, voice_id, True, context)
-            voice = reply.voice
-            reply.assets.ClearField("reference_flac")
-            cached = self._cache[key] = _Cached(voice.etag, reply.assets)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
-        embeddings = cached.assets.speaker_embeddings
-        if pool.model.name not in embeddings:
-            embeddings[pool.model.name].CopyFrom(await self._embed_stored_voice(tenant, voice_id, pool, context))
-        cloned = generator_pb2.ClonedVoice(speaker_embedding=embeddings[pool.model.name].values)
-        frames = None
-        if voice.clone_mode == voices_pb2.CLONE_MODE_IN_CONTEXT:
-            cloned.reference_frames.CopyFrom(cached.assets.reference_frames)
-            cloned.reference_text = voice.transcript
-            frames = frames_to_array(cached.assets.reference_frames)
-        return SynthesisVoice(cloned, voice.language, frames)
-
-    async def _get(self, tenant: str, voice_id: str, assets: bool, context):
-        request = registry_pb2.GetVoiceRequest(tenant=tenant, voice_id=voice_id, include_assets=assets)
-        try:
-            return await self.call("GetVoice", request, context)
-        except NotFound:
-            self.forget(tenant, voice_id)
-            raise voice_not_found(voice_id, "config.voice.voice_id") from None
-
-    async def _embed_stored_voice(
-        self, tenant: str, voice_id: str, pool: Pool, context
-    ) -> registry_pb2.SpeakerEmbedding:
-        """The embedding of a Base model that came after the voice was saved: computed once, from
-        the stored reference audio, and stored."""
-        assets = (await self._get(tenant, voice_id, True, context)).assets
-        audio, sample_rate = decode_audio(assets.reference_flac)
-        embedding = await embed_speaker(pool, audio, sample_rate, context)
-        await self.call(
-            "PutSpeakerEmbedding",
-            registry_pb2.PutSpeakerEmbeddingRequest(
-                tenant=tenant, voice_id=voice_id, model=pool.model.name, embedding=embedding
-            ),
-            context,
-        )
-        return embedding
-
-
 # ----- page tokens: the preset speakers first, then the registry's pages -----
 
 
@@ -260,14 +117,14 @@ def _read_page_token(token: str) -> tuple[str, str]:
 
 
 class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
-    def __init__(self, tts: TextToSpeechServicer, catalogue: Catalogue, preview_ttl_seconds: int):
-        self.tts = tts
-        self.catalogue = catalogue
+    def __init__(self, gateway: Gateway, preview_ttl_seconds: int):
+        self.gateway = gateway
+        self.catalogue = gateway.catalogue
         self.preview_ttl_seconds = preview_ttl_seconds
 
     def _tenant(self, context) -> str:
         """The caller's tenant, once the caller is authenticated and the catalogue is known to run."""
-        tenant = self.tts.tenancy.tenant(context)
+        tenant = self.gateway.tenancy.tenant(context)
         self.catalogue.check_available()
         return tenant
 
@@ -275,7 +132,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
 
     def presets(self) -> list[voices_pb2.Voice]:
         voices = []
-        for pool in self.tts.router.pools:
+        for pool in self.gateway.router.pools:
             if pool.model.model_type != "custom_voice":
                 continue
             for speaker in pool.model.speakers:
@@ -297,7 +154,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
             return None
         found = next((v for v in self.presets() if v.voice_id.lower() == voice_id.lower()), None)
         if found is None:
-            raise voice_not_found(voice_id)
+            raise voice_not_found(voice_id, "voice_id")
         return found
 
     def _check_writable(self, voice_id: str) -> None:
@@ -310,7 +167,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         """A voice's language is the default of its syntheses: one a Base model speaks, or "auto"."""
         known = {
             lang.lower()
-            for pool in self.tts.router.pools
+            for pool in self.gateway.router.pools
             if pool.model.model_type == "base"
             for lang in pool.model.languages
         }
@@ -353,7 +210,10 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         elif source == "preview_id":
             preview = (
                 await self.catalogue.call(
-                    "GetPreview", registry_pb2.GetPreviewRequest(tenant=tenant, preview_id=request.preview_id), context
+                    "GetPreview",
+                    registry_pb2.GetPreviewRequest(tenant=tenant, preview_id=request.preview_id),
+                    context,
+                    request.DESCRIPTOR.name,
                 )
             ).preview
             audio = audio_pb2.AudioInput(content=preview.audio_flac)
@@ -370,45 +230,46 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
             voice.clone_mode = voices_pb2.CLONE_MODE_IN_CONTEXT
         else:
             voice.clone_mode, voice.transcript = voices_pb2.CLONE_MODE_SPEAKER_EMBEDDING, ""
-        assets, voice.reference_seconds = await self._reference_assets(audio, context)
+        assets, voice.reference_seconds = await self._reference_assets(audio, context, request.DESCRIPTOR.name)
         warnings = []
         if voice.reference_seconds < SHORT_REFERENCE_SECONDS:
             warnings.append(
                 f"the reference audio lasts {voice.reference_seconds:.1f} s; "
                 f"{SHORT_REFERENCE_SECONDS:g} s or more clone a voice better"
             )
-        try:
-            created = await self.catalogue.call(
-                "CreateVoice",
-                registry_pb2.CreateVoiceRequest(
-                    tenant=tenant,
-                    voice=voice,
-                    assets=assets,
-                    request_id=request.request_id,
-                    request_digest=_request_digest(request) if request.request_id else b"",
-                ),
-                context,
-            )
-        except InvalidArgument as error:  # the registry's paths are voice.name, ...; ours name, ...
-            raise _renamed(error, lambda field: field.removeprefix("voice.")) from None
+        created = await self.catalogue.call(
+            "CreateVoice",
+            registry_pb2.CreateVoiceRequest(
+                tenant=tenant,
+                voice=voice,
+                assets=assets,
+                request_id=request.request_id,
+                request_digest=_request_digest(request) if request.request_id else b"",
+            ),
+            context,
+            request.DESCRIPTOR.name,
+        )
         return voices_pb2.CreateVoiceResponse(voice=created.voice, warnings=warnings)
 
-    async def _reference_assets(self, audio: audio_pb2.AudioInput, context) -> tuple[registry_pb2.VoiceAssets, float]:
-        """Frames, 24 kHz FLAC and every Base model's speaker embedding of reference audio; its length."""
+    async def _reference_assets(
+        self, audio: audio_pb2.AudioInput, context, request: str
+    ) -> tuple[registry_pb2.VoiceAssets, float]:
+        """Frames, 24 kHz FLAC and every Base model's speaker embedding of reference audio; its
+        length. `request`: the public request's name (fields.py)."""
         if len(audio.content) > MAX_REFERENCE_BYTES:
             raise InvalidArgument(
                 f"the reference audio is {len(audio.content)} bytes; at most {MAX_REFERENCE_BYTES} are accepted",
                 [("reference_audio.content", "too large")],
                 reason="AUDIO_TOO_LARGE",
             )
-        encoded = await _call(
-            self.tts.codec.Encode,
+        encoded = await call_dependency(
+            self.gateway.codec.Encode,
             codec_pb2.EncodeRequest(
                 content=audio.content, pcm_sample_rate_hz=audio.pcm_sample_rate_hz, pcm_channels=audio.pcm_channels
             ),
             context,
             "codec",
-            CODEC_FIELDS,
+            request,
         )
         samples, rate = samples_to_array(encoded.audio), encoded.audio.sample_rate_hz
         seconds = len(samples) / rate
@@ -422,8 +283,8 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
                     [("reference_audio.content", f"too {too}")],
                     reason=f"AUDIO_TOO_{too.upper()}",
                 )
-        bases = [p for p in self.tts.router.pools if p.model.model_type == "base"]
-        embeddings = await asyncio.gather(*(embed_speaker(p, samples, rate, context) for p in bases))
+        bases = [p for p in self.gateway.router.pools if p.model.model_type == "base"]
+        embeddings = await asyncio.gather(*(embed_speaker(p, samples, rate, context, request) for p in bases))
         assets = registry_pb2.VoiceAssets(reference_flac=encode_flac(samples, rate), reference_frames=encoded.frames)
         for pool, embedding in zip(bases, embeddings):
             assets.speaker_embeddings[pool.model.name].CopyFrom(embedding)
@@ -440,9 +301,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
                 reason="DESCRIPTION_TOO_LONG",
             )
         text = request.preview_text
-        if not text.strip():
-            raise self.tts.empty_text("preview_text")
-        self.tts.check_text(text, "preview_text")
+        self.gateway.check_text(text, "preview_text")
         if len(text) > MAX_TRANSCRIPT_CHARS:  # it becomes the saved voice's transcript
             raise InvalidArgument(
                 f"the preview text has {len(text)} characters; the limit is {MAX_TRANSCRIPT_CHARS}",
@@ -458,12 +317,12 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
         )
         if request.HasField("seed"):
             config.seed = request.seed
-        self.tts.check_config(config, field="")
-        try:
-            synthesis = self.tts.synthesis(config, non_streaming=True, context=context, tenant=tenant, keep_output=True)
-            audio, summary = await synthesis.whole(text)
-        except InvalidArgument as error:
-            raise _renamed(error, lambda field: DESIGN_FIELDS.get(field, field)) from None
+        name = request.DESCRIPTOR.name  # errors name fields as this request does (fields.py)
+        self.gateway.check_config(config, name)
+        synthesis = Synthesis(
+            self.gateway, config, request=name, non_streaming=True, context=context, tenant=tenant, keep_output=True
+        )
+        audio, summary = await synthesis.whole(text)
         frames, samples = synthesis.kept_output()
         preview = registry_pb2.Preview(
             description=request.description,
@@ -476,6 +335,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
             "SavePreview",
             registry_pb2.SavePreviewRequest(tenant=tenant, preview=preview, ttl_seconds=self.preview_ttl_seconds),
             context,
+            name,
         )
         return voices_pb2.DesignVoiceResponse(
             preview_id=saved.preview_id, audio=audio, output_format=summary.output_format, expire_time=saved.expire_time
@@ -488,7 +348,10 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
             self._preset(request.voice_id)
             or (
                 await self.catalogue.call(
-                    "GetVoice", registry_pb2.GetVoiceRequest(tenant=tenant, voice_id=request.voice_id), context
+                    "GetVoice",
+                    registry_pb2.GetVoiceRequest(tenant=tenant, voice_id=request.voice_id),
+                    context,
+                    request.DESCRIPTOR.name,
                 )
             ).voice
         )
@@ -530,6 +393,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
                 tag=request.tag,
             ),
             context,
+            request.DESCRIPTOR.name,
         )
         voices.extend(reply.voices)
         token = _page_token("saved", reply.next_page_token) if reply.next_page_token else ""
@@ -545,6 +409,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
             "UpdateVoice",
             registry_pb2.UpdateVoiceRequest(tenant=tenant, voice=request.voice, update_mask=request.update_mask),
             context,
+            request.DESCRIPTOR.name,
         )
         return voices_pb2.UpdateVoiceResponse(voice=reply.voice)
 
@@ -556,6 +421,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
             "DeleteVoice",
             registry_pb2.DeleteVoiceRequest(tenant=tenant, voice_id=request.voice_id, etag=request.etag),
             context,
+            request.DESCRIPTOR.name,
         )
         self.catalogue.forget(tenant, request.voice_id)
         return voices_pb2.DeleteVoiceResponse()

@@ -21,9 +21,10 @@ from google.protobuf import field_mask_pb2
 from deploy.local import LocalCluster
 from models.tts import Qwen3TTS
 from qwentts.v1 import audio_pb2, tts_pb2, tts_pb2_grpc, voices_pb2, voices_pb2_grpc
+from services.gateway.catalogue import Catalogue
 from services.gateway.service import GatewayConfig
 from services.gateway.tenancy import Tenancy, parse_api_keys
-from services.gateway.voices import Catalogue, _page_token, _read_page_token
+from services.gateway.voices import _page_token, _read_page_token
 from shared.audio import decode_audio, encode_flac
 from shared.config import ConfigError, describe, load_config
 from shared.errors import DOMAIN, FailedPrecondition, InvalidArgument, Unauthenticated, error_details

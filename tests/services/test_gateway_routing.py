@@ -131,8 +131,9 @@ def test_no_model_of_the_kind():
 
 def test_languages_are_checked_at_the_gateway():
     pool = ROUTER.route(_config(preset_speaker="vivian"))
-    pool.check_language("English")
-    pool.check_language("auto")
+    pool.check_language("English", "config.language")
+    pool.check_language("auto", "config.language")
     with pytest.raises(InvalidArgument) as raised:
-        pool.check_language("klingon")
+        pool.check_language("klingon", "language")
     assert raised.value.reason == "UNSUPPORTED_LANGUAGE"
+    assert raised.value.violations == [("language", "not a language of the model")]

@@ -7,11 +7,13 @@ handler does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import grpc
 import pytest
 import pytest_asyncio
+from opentelemetry.sdk.trace import TracerProvider
 
 from models.qwen3_tts.prompts import PromptError
 from qwentts.v1 import voices_pb2
@@ -24,6 +26,7 @@ from shared.errors import (
     error_details,
     to_rpc_status,
 )
+from shared.telemetry import ServerTracing
 
 SERVICE = "test.Errors"
 
@@ -49,7 +52,7 @@ class Handlers:
         if request == b"prompt":
             raise PromptError("unknown speaker 'nobody'", field="config.preset_speaker")
         if request == b"value":
-            raise ValueError("sample rate must be positive")
+            raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
         if request == b"notfound":
             raise VoiceNotFound("voice 'v1' not found", metadata={"voiceId": "v1"})
         if request == b"boom":
@@ -96,9 +99,9 @@ class Handlers:
             yield request.voice_id.encode()
 
 
-@pytest_asyncio.fixture
-async def served():
-    """(channel, handlers) for a real aio server with the ErrorInterceptor; stopped at teardown."""
+@contextlib.asynccontextmanager
+async def serve(interceptors):
+    """(channel, handlers) for a real aio server with `interceptors`; stopped at the end."""
     handlers = Handlers()
     generic = grpc.method_handlers_generic_handler(
         SERVICE,
@@ -117,7 +120,7 @@ async def served():
             ),
         },
     )
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    server = grpc.aio.server(interceptors=interceptors)
     server.add_generic_rpc_handlers((generic,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -127,6 +130,13 @@ async def served():
     finally:
         await channel.close()
         await server.stop(grace=None)
+
+
+@pytest_asyncio.fixture
+async def served():
+    """(channel, handlers) for a real aio server with the ErrorInterceptor."""
+    async with serve([ErrorInterceptor()]) as served:
+        yield served
 
 
 def unary(channel):
@@ -173,24 +183,34 @@ async def test_invalid_argument_has_error_info_and_bad_request(served):
 
 
 @pytest.mark.asyncio
-async def test_prompt_error_names_its_field(served):
+@pytest.mark.parametrize("request_bytes", [b"value", b"prompt"])
+async def test_a_value_error_that_escapes_is_internal_not_the_callers_fault(served, caplog, request_bytes):
+    # A ValueError is as likely a bug (numpy, torch) as bad input; only a ServiceError speaks to
+    # the caller, even when the ValueError names a field (PromptError, which the generator
+    # catches and raises as the InvalidArgument it means).
     channel, _ = served
-    code, info, bad_request = error_details(await call_failing(channel, b"prompt"))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and info.reason == "INVALID_ARGUMENT"
-    assert [(v.field, v.description) for v in bad_request.field_violations] == [
-        ("config.preset_speaker", "unknown speaker 'nobody'")
-    ]
+    with caplog.at_level(logging.ERROR, logger="shared.errors"):
+        error = await call_failing(channel, request_bytes)
+    code, info, bad_request = error_details(error)
+    assert (code, info.reason, info.domain, bad_request) == (grpc.StatusCode.INTERNAL, "INTERNAL", DOMAIN, None)
+    assert error.details() == "internal error; see the server log"  # no span here: no trace id
+    [record] = [r for r in caplog.records if r.name == "shared.errors"]
+    assert issubclass(record.exc_info[0], ValueError) and "/test.Errors/Unary" in record.getMessage()
     await assert_still_serving(channel)
 
 
 @pytest.mark.asyncio
-async def test_plain_value_error_is_invalid_argument_without_violations(served):
-    channel, _ = served
-    error = await call_failing(channel, b"value")
-    code, info, bad_request = error_details(error)
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and error.details() == "sample rate must be positive"
-    assert info.domain == DOMAIN and bad_request is None
-    await assert_still_serving(channel)
+async def test_the_internal_message_names_the_trace(caplog):
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    traceparent = (("traceparent", f"00-{trace_id}-b7ad6b7169203331-01"),)
+    async with serve([ServerTracing(TracerProvider()), ErrorInterceptor()]) as (channel, _):
+        with caplog.at_level(logging.ERROR, logger="shared.errors"), pytest.raises(grpc.aio.AioRpcError) as raised:
+            await unary(channel)(b"value", metadata=traceparent, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert raised.value.details() == f"internal error; see the server log, trace id {trace_id}"
+    assert "broadcast" not in raised.value.details()
+    [record] = [r for r in caplog.records if r.name == "shared.errors"]
+    assert record.exc_info[0] is ValueError
 
 
 @pytest.mark.asyncio
@@ -211,7 +231,7 @@ async def test_unexpected_exception_is_internal_and_does_not_leak(served, caplog
         error = await call_failing(channel, b"boom")
     code, info, _ = error_details(error)
     assert code == grpc.StatusCode.INTERNAL and info.reason == "INTERNAL" and info.domain == DOMAIN
-    assert error.details() == "internal error"
+    assert error.details() == "internal error; see the server log"
     assert "secret" not in error.debug_error_string() and "Traceback" not in error.details()
     # ... but the server log has the whole story.
     [record] = [r for r in caplog.records if r.name == "shared.errors"]
@@ -318,20 +338,18 @@ def test_to_rpc_status_without_a_server():
 
 
 @pytest.mark.asyncio
-async def test_from_rpc_error_forwards_reason_and_renames_fields(served):
+async def test_from_rpc_error_forwards_reason_metadata_and_fields(served):
     from shared.errors import from_rpc_error
 
     channel, _ = served
-    error = from_rpc_error(
-        await call_failing(channel, b"invalid"), "the backend", {"config.language": "config.voice.language"}
-    )
+    error = from_rpc_error(await call_failing(channel, b"invalid"), "the backend")
     assert isinstance(error, InvalidArgument)
     assert (error.reason, error.message, error.metadata) == (
         "INVALID_ARGUMENT",
         "text must not be empty",
         {"maxChars": "4096"},
     )
-    assert [f for f, _ in error.violations] == ["input.text", "config.voice.language"]
+    assert [f for f, _ in error.violations] == ["input.text", "config.language"]
 
 
 @pytest.mark.asyncio

@@ -41,7 +41,7 @@ $(K8S_TOOLS_STAMP): k8s/tools/package-lock.json
 
 # Render both overlays (and the model-download Job, the metrics-adapter rules) with kustomize,
 # validate them against the Kubernetes schemas (kubernetes-validate --strict) and check them
-# against each other and the services' config classes (tools/k8s.py; docs/deploy.md).
+# against each other and the services' config classes (tools/k8s/; docs/deploy.md).
 check-k8s: $(STAMP) $(K8S_TOOLS_STAMP)
 	$(PY) -m tools.k8s
 

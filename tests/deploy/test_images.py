@@ -103,7 +103,7 @@ def test_wrong_expose_is_caught(tmp_path):
     problems = broken(tmp_path, "EXPOSE 50053", "EXPOSE 50054")
     assert len(problems) == 1
     assert (
-        "target generator: EXPOSE 50054 but services/generator/service.py defaults "
+        "target generator: EXPOSE 50054 but GeneratorConfig (services.generator.service) defaults "
         "GENERATOR_PORT to 50053" in problems[0]
     )
 
@@ -140,7 +140,7 @@ def test_cli_exits_non_zero_with_the_problem(tmp_path):
         text=True,
     )
     assert result.returncode == 1
-    assert "EXPOSE 8080 but services/gateway/service.py defaults GATEWAY_PORT to 50051" in result.stderr
+    assert "EXPOSE 8080 but GatewayConfig (services.gateway.service) defaults GATEWAY_PORT to 50051" in result.stderr
 
 
 def test_hadolint_findings_fail_the_check(tmp_path):
@@ -186,7 +186,7 @@ def image_tree(target: str, dest: Path) -> Path:
 
 
 def import_in_image(target: str, tmp_path: Path, blocked: set[str]) -> subprocess.CompletedProcess:
-    service = TARGETS[target]
+    service = TARGETS[target].name
     app = image_tree(target, tmp_path)
     site = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     # -S: no site-packages .pth files, so the project's editable install cannot fill in what the
@@ -215,6 +215,6 @@ def test_gateway_and_registry_import_without_torch(tmp_path, target):
     # or safetensors.
     result = import_in_image(target, tmp_path, blocked=check_images.MODEL_ONLY | NOT_IN_IMAGES)
     assert result.returncode == 0, (
-        f"services.{TARGETS[target]} does not import without torch, so its image would not start:\n"
+        f"{TARGETS[target].module} does not import without torch, so its image would not start:\n"
         + result.stderr[-3000:]
     )

@@ -1,4 +1,4 @@
-"""The Kubernetes manifests (k8s/) through tools/k8s.py: every target renders with the pinned
+"""The Kubernetes manifests (k8s/) through tools/k8s/: every target renders with the pinned
 kustomize, validates strictly against the Kubernetes schemas and passes the consistency checks;
 the dev overlay runs each service with the variables and ports of `make run` (deploy/local.py)
 and the services' config defaults; and broken manifests (tests/deploy/k8s_fixtures/, plus breakages
@@ -17,23 +17,14 @@ from urllib.parse import urlparse
 import pytest
 
 from deploy import local
-from services.codec.service import CodecConfig
 from services.gateway.routing import read_routes
-from services.gateway.service import GatewayConfig
 from services.generator.service import GeneratorConfig
-from services.registry.service import RegistryConfig
 from services.web.service import WebConfig
 from shared.config import load_config
 from tools import k8s
+from tools.service_configs import SERVICES
 
 FIXTURES = Path(__file__).parent / "k8s_fixtures"
-CONFIGS = {
-    "gateway": GatewayConfig,
-    "generator": GeneratorConfig,
-    "codec": CodecConfig,
-    "registry": RegistryConfig,
-    "web": WebConfig,
-}
 # deploy/local.py process name -> the Deployment that runs it in Kubernetes.
 DEPLOYMENTS = {
     "gateway": "gateway",
@@ -107,7 +98,7 @@ def test_the_command_checks_every_target(capsys):
 
 
 def test_the_command_fails_on_any_problem(monkeypatch, capsys):
-    monkeypatch.setattr(k8s, "check", lambda objects: ["Deployment/x: broken"])
+    monkeypatch.setattr(k8s.cli, "check", lambda objects: ["Deployment/x: broken"])
     assert k8s.main(["model-download"]) == 1
     assert "check: Deployment/x: broken" in capsys.readouterr().out
 
@@ -132,7 +123,7 @@ def test_dev_is_cpu_only_small_and_single(rendered):
             assert obj["spec"]["replicas"] == 1, obj["metadata"]["name"]
             for c in obj["spec"]["template"]["spec"]["containers"]:
                 assert k8s.GPU not in str(c["resources"])
-                assert k8s._quantity(c["resources"]["limits"]["memory"]) <= 2**30
+                assert k8s.quantity(c["resources"]["limits"]["memory"]) <= 2**30
                 if c["name"] in ("generator", "codec"):
                     assert c["image"].split(":")[0].endswith(f"{c['name']}-cpu")
                     assert literal_env(c)[f"{c['name'].upper()}_DEVICE"] == "cpu"
@@ -204,8 +195,7 @@ def test_dev_ports_are_make_run_ports_and_config_defaults(rendered, make_run):
     }
     for deployment, port in expected.items():
         c = container(find(dev, "Deployment", deployment))
-        cls = CONFIGS[c["name"]]
-        assert cls.__dataclass_fields__["port"].default == port
+        assert SERVICES[c["name"]].default("port") == port
         assert literal_env(c)[f"{c['name'].upper()}_PORT"] == str(port)
         assert {p["containerPort"] for p in c["ports"]} == {port}
         service = find(dev, "Service", deployment)
@@ -224,16 +214,16 @@ def test_dev_addresses_and_models_match_make_run(rendered, make_run, tmp_path):
     dev = rendered["dev"]
     gateway = container(find(dev, "Deployment", "gateway"))
     env = literal_env(gateway)
-    assert k8s._service_host_port(env["GATEWAY_CODEC_ADDRESS"]) == ("codec", local.DEFAULT_PORTS["codec"])
-    assert k8s._service_host_port(env["GATEWAY_REGISTRY_ADDRESS"]) == ("registry", local.DEFAULT_PORTS["registry"])
+    assert k8s.service_host_port(env["GATEWAY_CODEC_ADDRESS"]) == ("codec", local.DEFAULT_PORTS["codec"])
+    assert k8s.service_host_port(env["GATEWAY_REGISTRY_ADDRESS"]) == ("registry", local.DEFAULT_PORTS["registry"])
     web = literal_env(container(find(dev, "Deployment", "web")))
-    assert k8s._service_host_port(web["WEB_GATEWAY_ADDRESS"]) == ("gateway-pods", local.DEFAULT_PORTS["gateway"])
+    assert k8s.service_host_port(web["WEB_GATEWAY_ADDRESS"]) == ("gateway-pods", local.DEFAULT_PORTS["gateway"])
     assert web["WEB_PORT"] == str(local.DEFAULT_PORTS["web"]) == str(WebConfig.__dataclass_fields__["port"].default)
     [routes] = [o for o in dev if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("gateway-routes")]
     (tmp_path / "routes.toml").write_text(routes["data"]["routes.toml"])
     addresses = read_routes(tmp_path / "routes.toml")
     assert len(addresses) == len(read_routes(cluster.routes_file)) == 3
-    assert sorted(k8s._service_host_port(a) for a in addresses) == [
+    assert sorted(k8s.service_host_port(a) for a in addresses) == [
         (f"generator-{pool}", local.DEFAULT_PORTS["base"]) for pool in ("base", "custom-voice", "voice-design")
     ]
     # The same tiny checkpoints, so the same model names as `make run`.
@@ -251,8 +241,8 @@ def test_dev_otherwise_keeps_the_config_defaults(rendered, make_run):
     spawned, _ = make_run
     for name, deployment in DEPLOYMENTS.items():
         c = container(find(rendered["dev"], "Deployment", deployment))
-        cls = CONFIGS[c["name"]]
-        specs = k8s._env_specs(cls)
+        cls = SERVICES[c["name"]].config_class()
+        specs = SERVICES[c["name"]].env_fields()
         dev_env = {k: v for k, v in literal_env(c).items() if k in specs}
         local_env = spawned[name][1]
         dev_config = load_config(cls, dev_env | {k: v for k, v in local_env.items() if k not in dev_env})
@@ -344,6 +334,12 @@ def _break_env_value(objects):
 
 def _break_cuda_without_gpu(objects):
     _set_env(container(find(objects, "Deployment", "generator-base")), "GENERATOR_DEVICE", "cuda")
+
+
+def _break_pool_checkpoint(objects):
+    # What a pool made from k8s/base/generator without its checkpoint patch would render.
+    env = env_of(container(find(objects, "Deployment", "generator-base")))
+    del env["GENERATOR_CHECKPOINT"]["value"]
 
 
 def _break_web_probe(objects):
@@ -453,6 +449,7 @@ def _break_service_account(objects):
             _break_env_value,
             "Deployment/codec container codec: env CODEC_DEVICE='gpu': expected one of cpu, cuda",
         ),
+        ("dev", _break_pool_checkpoint, "container generator: env GENERATOR_CHECKPOINT has neither a value nor"),
         ("dev", _break_cuda_without_gpu, "GENERATOR_DEVICE is cuda but the container has no nvidia.com/gpu limit"),
         ("dev", _break_routes, "(dns:///generator-design:50053) names Service generator-design, which is not defined"),
         (

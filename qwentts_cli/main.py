@@ -29,11 +29,10 @@ import grpc
 
 from qwentts.v1 import tts_pb2_grpc
 from shared.errors import error_details
+from shared.limits import MAX_MESSAGE_BYTES
 
 from . import synthesize, voices
 from .output import choose_encoding
-
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the servers' limit; a unary response can exceed gRPC's 4 MiB
 
 
 class ApiKey(

@@ -36,8 +36,8 @@ import soundfile
 import soxr
 
 from qwentts.v1 import audio_pb2
+from shared.audio import MODEL_SAMPLE_RATE
 
-MODEL_SAMPLE_RATE = 24000
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
 Encoding = audio_pb2.AudioEncoding
 

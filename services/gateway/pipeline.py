@@ -28,6 +28,7 @@ import numpy as np
 from qwentts.codec.v1 import codec_pb2
 from qwentts.generator.v1 import generator_pb2
 from qwentts.v1 import audio_pb2, tts_pb2
+from shared.audio import FRAME_RATE
 from shared.errors import ServiceError, dependency_unavailable
 from shared.frames import array_to_frames, frames_to_array
 
@@ -35,8 +36,6 @@ from .audio_out import AudioWriter
 from .fields import public_error, public_field
 from .gateway import Gateway
 from .routing import Pool, preset_as_speaker
-
-FRAME_RATE = 12.5  # codec frames per second of audio
 
 FINISH_REASONS = {
     generator_pb2.FINISH_REASON_END_OF_SPEECH: tts_pb2.FINISH_REASON_END_OF_SPEECH,

@@ -16,13 +16,13 @@ from pathlib import Path
 from qwentts.codec.v1 import codec_pb2_grpc
 from qwentts.registry.v1 import registry_pb2_grpc
 from qwentts.v1 import tts_pb2, tts_pb2_grpc, voices_pb2_grpc
+from shared.audio import MODEL_SAMPLE_RATE
 from shared.client import open_channel
 from shared.config import ConfigError, Problem, env
 from shared.errors import InvalidArgument
 from shared.limits import MAX_TEXT_CHARS
 from shared.service import ProcessConfig, Registration
 
-from .audio_out import MODEL_SAMPLE_RATE
 from .catalogue import Catalogue
 from .gateway import Gateway, Limits, empty_text
 from .pipeline import Synthesis, once

@@ -29,12 +29,14 @@ import re
 from qwentts.codec.v1 import codec_pb2
 from qwentts.registry.v1 import registry_pb2
 from qwentts.v1 import audio_pb2, tts_pb2, voices_pb2, voices_pb2_grpc
-from shared.audio import encode_flac
+from shared.audio import MODEL_SAMPLE_RATE, encode_flac
 from shared.errors import FailedPrecondition, InvalidArgument
 from shared.frames import array_to_frames, samples_to_array
 from shared.limits import (
+    DEFAULT_PAGE_SIZE,
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,
+    MAX_PAGE_SIZE,
     MAX_PAGE_TOKEN_CHARS,
     MAX_REFERENCE_BYTES,
     MAX_TAG_CHARS,
@@ -44,7 +46,6 @@ from shared.limits import (
     quote,
 )
 
-from .audio_out import MODEL_SAMPLE_RATE
 from .catalogue import call_dependency, embed_speaker, voice_not_found
 from .gateway import Gateway
 from .pipeline import Synthesis
@@ -52,7 +53,6 @@ from .routing import PRESET_PREFIX, preset_voice_id
 
 MIN_REFERENCE_SECONDS, SHORT_REFERENCE_SECONDS, MAX_REFERENCE_SECONDS = 1.0, 3.0, 60.0
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # as the registry's
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 
 
 def check_id(value: str, field: str) -> None:

@@ -1,0 +1,146 @@
+"""The engine on a GPU: exactness of CUDA graphs, bf16 against float32, and step times (bench/gpu_check.sh).
+
+1. **Graphs change nothing**: the same greedy and seeded streams, eager and with CUDA graphs, on
+   the device in float32 (TF32 off): the codes must be identical (exit 1 otherwise). The device's
+   codes are also compared with the CPU's (reported, not required: kernels may round differently).
+2. **bfloat16 against float32** on the device: the share of greedy frames identical, and the
+   first frame that differs (bf16 is the serving dtype on GPUs; float32 is the exact one).
+3. **Step times** on the real-shape 1.7B (or --size 0.6b; random weights), bfloat16, every stream
+   decoding: ms per step at 1, 8, 32 and 64 streams, eager and with graphs, and the audio seconds
+   made per second (80 ms per frame).
+
+`--device cpu` runs the same code on CPU with no graphs (a dry run of the script itself).
+Writes its numbers to docs/benchmarks.md (section gpu-check). Never used by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.report import machine, write_section
+from models.engine.scheduler import SchedulerLimits
+from models.qwen3_tts.prompts import plan_prompt
+from models.tts import Qwen3TTS
+from tools.random_checkpoints import write_checkpoint
+
+TEXT = "The quick brown fox jumps over the lazy dog while the band plays on, and every word arrives in time."
+FRAME_SECONDS = 0.08
+
+
+def codes(tts: Qwen3TTS, *, use_graphs: bool, streams: int = 6, frames: int = 30) -> list[np.ndarray]:
+    """The frames of `streams` streams run together: greedy ones, and every third one seeded sampling."""
+    engine = tts.new_engine(SchedulerLimits(slots=streams, max_positions=512), use_graphs=use_graphs)
+    sessions = []
+    for index in range(streams):
+        sampled = index % 3 == 2
+        params = tts.sampling(do_sample=sampled, subtalker_do_sample=sampled, max_new_tokens=frames + 1, seed=index)
+        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
+        session = engine.start(plan, params)
+        engine.add_text(session, tts.tokenizer.target_ids(TEXT))
+        engine.close_text(session)
+        sessions.append(session)
+    while engine.active:
+        engine.step()
+    return [np.stack(session.frames) for session in sessions]
+
+
+def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def agreement(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, int | None]:
+    """Share of frames identical, and the first frame index where a stream differs (None: none)."""
+    equal = total = 0
+    first = None
+    for x, y in zip(a, b):
+        n = min(len(x), len(y))
+        rows = (x[:n] == y[:n]).all(axis=1)
+        equal, total = equal + int(rows.sum()), total + max(len(x), len(y))
+        if not rows.all():
+            index = int(np.argmin(rows))
+            first = index if first is None else min(first, index)
+    return equal / total, first
+
+
+def step_ms(tts: Qwen3TTS, streams: int, use_graphs: bool, steps: int) -> float:
+    engine = tts.new_engine(SchedulerLimits(slots=streams, max_positions=1024), use_graphs=use_graphs)
+    params = tts.sampling(max_new_tokens=steps + 64, seed=0)
+    for _ in range(streams):
+        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
+        session = engine.start(plan, params)
+        engine.add_text(session, tts.tokenizer.target_ids(TEXT))
+        engine.close_text(session)
+    while sum(output.frame is not None for output in engine.step()) < streams:
+        pass
+    for _ in range(3):  # capture (graphs) and warm-up
+        engine.step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        engine.step()  # each step ends with its one host sync, so wall time is device time
+    return (time.perf_counter() - start) / steps * 1000
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--size", default="1.7b", choices=["0.6b", "1.7b"])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    graphs = args.device.startswith("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+    lines = ["## GPU check (`bench/gpu_check.sh`)", "", f"On {machine(args.device)}.", ""]
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        layers = write_checkpoint(Path(tmp) / "layers", "custom_voice", "tiny", talker_layers=28, predictor_layers=5)
+        on_device = Qwen3TTS.from_pretrained(layers, dtype="float32", device=args.device)
+        eager = codes(on_device, use_graphs=False)
+        if graphs:
+            captured = codes(on_device, use_graphs=True)
+            failed = not same(eager, captured)
+            verdict = "DIFFER" if failed else "identical"
+            lines.append(f"- CUDA graphs vs eager, float32, 6 streams x 30 frames: {verdict}")
+        on_cpu = codes(Qwen3TTS.from_pretrained(layers, dtype="float32", device="cpu"), use_graphs=False)
+        share, first = agreement(eager, on_cpu)
+        lines.append(f"- {args.device} vs CPU, float32: {share:.1%} of frames identical (first difference: {first})")
+        bf16 = codes(Qwen3TTS.from_pretrained(layers, dtype="bfloat16", device=args.device), use_graphs=graphs)
+        share, first = agreement(eager, bf16)
+        lines.append(f"- bfloat16 vs float32 on {args.device}: {share:.1%} of frames identical (first diff.: {first})")
+        print("\n".join(lines), flush=True)
+
+        real = write_checkpoint(
+            Path(tmp) / "real", "custom_voice", args.size, talker_layers=28, predictor_layers=5, codec_layers=8
+        )
+        tts = Qwen3TTS.from_pretrained(real, dtype="bfloat16", device=args.device, load_codec=False)
+        table = [
+            "",
+            f"Real-shape {args.size} (random weights), bfloat16, every stream decoding:",
+            "",
+            "| streams | eager ms/step | graphs ms/step | audio s per s (best) |",
+            "|---|---|---|---|",
+        ]
+        for streams in args.streams:
+            eager_ms = step_ms(tts, streams, use_graphs=False, steps=args.steps)
+            graph_ms = step_ms(tts, streams, use_graphs=True, steps=args.steps) if graphs else float("nan")
+            best = np.nanmin([eager_ms, graph_ms])
+            audio_rate = streams * FRAME_SECONDS / best * 1000
+            table.append(f"| {streams} | {eager_ms:.1f} | {graph_ms:.1f} | {audio_rate:.1f} |")
+            print(table[-1], flush=True)
+        lines += table
+    if not args.no_write:
+        write_section("gpu-check", "\n".join(lines))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,9 +4,13 @@ On the real-shape 0.6B checkpoint (all 28 talker layers, 5 predictor layers, 8 c
 random weights, toy text vocabulary) on this CPU it measures:
 - one stream: ms per frame and x-real-time (80 ms of audio per frame), float32 and bfloat16,
   ours and the reference's;
-- aggregate frames/s with 1, 4 and 8 sessions advanced by one batched step;
+- aggregate frames/s with 1, 8 and 16 sessions advanced by one batched step;
+- what a long prompt arriving costs the streams already speaking: their longest step while it
+  prefills, chunked (the default limits) and in one step (as before chunked prefill);
 - the streaming codec decode cost per frame early and late in a long stream, and the reference's
   time to decode 25 frames.
+Set ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 to measure an AVX2-only machine on an AVX-512
+one (`make bench-model` runs both); the reference runs under the same variables.
 Prints the numbers and writes them to docs/benchmarks.md. Never used by tests.
 """
 
@@ -14,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
 
 from bench.codec_stream import measure_stream_decode
 from bench.report import machine, write_section
+from models.engine.scheduler import SchedulerLimits
 from models.qwen3_tts.prompts import plan_prompt
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from models.tts import Qwen3TTS
@@ -66,6 +73,42 @@ def _frames_per_second(tts: Qwen3TTS, sessions: int, steps: int, warmup: int) ->
     for _ in range(steps):
         produced += sum(o.frame is not None for o in engine.step())
     return produced / (time.perf_counter() - start)
+
+
+def prefill_interference(tts: Qwen3TTS, limits: SchedulerLimits, speaking: int = 4) -> dict:
+    """`speaking` greedy sessions decode; a session with a long prompt (non-streaming, its text is
+    in the prompt) arrives. The speaking sessions' step times before and while it prefills."""
+    engine = tts.new_engine(limits)
+    params = tts.sampling(do_sample=False, subtalker_do_sample=False, max_new_tokens=200)
+
+    def start(text: str):
+        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
+        session = engine.start(plan, params)
+        engine.add_text(session, tts.tokenizer.target_ids(text))
+        engine.close_text(session)
+        return session
+
+    for _ in range(speaking):
+        start(TEXT)
+    steady = []
+    for _ in range(8):
+        begin = time.perf_counter()
+        engine.step()
+        steady.append(time.perf_counter() - begin)
+    long_text = " ".join([TEXT] * 40)
+    long = start(long_text)
+    prompt_tokens = len(tts.tokenizer.target_ids(long_text))
+    during = []
+    while not long.frames:
+        begin = time.perf_counter()
+        engine.step()
+        during.append(time.perf_counter() - begin)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "steady_ms": statistics.median(steady[2:]) * 1000,
+        "worst_ms": max(during) * 1000,
+        "steps": len(during),
+    }
 
 
 def reference_timing(path: Path, dtype: str, frames: int, device: str) -> dict:
@@ -118,21 +161,33 @@ def main(argv=None) -> None:
                 else f"; reference {ref['ms_per_frame']:.0f} ms/frame -> speed-up {ref['ms_per_frame'] / ours_ms:.2f}x"
             )
         )
-        for sessions in (1, 4, 8):
+        for sessions in (1, 8, 16):
             fps = single if sessions == 1 else frames_per_second(tts, sessions, args.frames)
             batch_rows.append((dtype, sessions, fps))
             print(f"{dtype}: {sessions} sessions: {fps:.2f} frames/s aggregate ({fps / single:.1f}x one session)")
         del tts
+
+    tts = Qwen3TTS.from_pretrained(path, dtype="float32", device=args.device, load_codec=False)
+    chunked = prefill_interference(tts, SchedulerLimits())
+    whole = prefill_interference(tts, SchedulerLimits(prefill_chunk=100_000, prefill_budget=100_000))
+    del tts
+    for name, got in (("chunked", chunked), ("one step", whole)):
+        print(
+            f"long prompt ({got['prompt_tokens']} text tokens) prefilled {name}: speaking streams' worst step "
+            f"{got['worst_ms']:.0f} ms over {got['steps']} steps (steady {got['steady_ms']:.0f} ms)"
+        )
 
     codec = SpeechTokenizer.from_pretrained(path, dtype="float32", device=args.device, load_encoder=False)
     streams = {chunk: measure_stream_decode(codec, chunk=chunk) for chunk in (1, 4)}
     for chunk, stream in streams.items():
         print(f"streaming codec decode, chunks of {chunk}:", stream["ms_per_frame"])
 
+    isa = os.environ.get("ATEN_CPU_CAPABILITY")
+    emulated = f" Emulating an {isa.upper()}-only CPU (ATEN_CPU_CAPABILITY={isa}, ONEDNN_MAX_CPU_ISA)." if isa else ""
     lines = [
-        f"## Model core on {args.device} ({args.preset}, greedy, non-streaming text)",
+        f"## Model core on {args.device} ({args.preset}, greedy, non-streaming text{', ' + isa if isa else ''})",
         "",
-        f"Machine: {machine(args.device)}. Command: `make bench-model` "
+        f"Machine: {machine(args.device)}.{emulated} Command: `make bench-model` "
         f"(`python -m bench.bench_model --preset {args.preset} --device {args.device}`).",
         "Checkpoint: seeded random weights at the real 0.6B shape (28 talker layers, 5 predictor layers,",
         "8 codec layers; toy text vocabulary). One frame is 80 ms of audio. Reference: qwen-tts 0.1.1",
@@ -157,6 +212,18 @@ def main(argv=None) -> None:
         lines.append(f"| {dtype} | {sessions} | {fps:.2f} | {fps / singles[dtype]:.1f}x |")
     lines += [
         "",
+        "A long prompt arriving while 4 streams speak (float32): the speaking streams' longest step",
+        "while it prefills, against their steady step:",
+        "",
+        "| prefill | prompt text tokens | steps to its first frame | worst step ms | steady step ms |",
+        "|---|---|---|---|---|",
+    ]
+    for name, got in (("chunked (256 a stream, 512 a step)", chunked), ("in one step (before)", whole)):
+        lines.append(
+            f"| {name} | {got['prompt_tokens']} | {got['steps']} | {got['worst_ms']:.0f} | {got['steady_ms']:.0f} |"
+        )
+    lines += [
+        "",
         "Streaming codec decode (float32, one stream): ms per frame by position in the stream:",
         "",
         "| frames | chunks of 1 | chunks of 4 |",
@@ -171,7 +238,7 @@ def main(argv=None) -> None:
             f"\nReference codec: decoding 25 frames took {rows[0][2]['decode_25_frames_ms']:.0f} ms "
             "(float32, whole-clip decode)."
         )
-    write_section(f"bench-model-{args.device}-{args.preset}", "\n".join(lines))
+    write_section(f"bench-model-{args.device}-{args.preset}{'-' + isa if isa else ''}", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from bench.report import machine, write_section
 from models.engine.model_runner import ModelRunner
 from models.engine.scheduler import SchedulerLimits
-from models.qwen3_tts.prompts import plan_prompt
 from models.tts import Qwen3TTS
 from tools.random_checkpoints import write_checkpoint
 
@@ -115,12 +114,8 @@ def decoding_engine(tts: Qwen3TTS, streams: int, sampled: bool):
     """An engine with `streams` sessions, stepped until every one decodes a frame per step."""
     engine = tts.new_engine(SchedulerLimits(slots=max(streams, 1), max_positions=512, prefill_budget=4096))
     params = tts.sampling(do_sample=sampled, subtalker_do_sample=sampled, max_new_tokens=400, seed=1)
-    text = tts.tokenizer.target_ids(TEXT)
     for _ in range(streams):
-        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
-        session = engine.start(plan, params)
-        engine.add_text(session, text)
-        engine.close_text(session)
+        tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
     for _ in range(20):
         if sum(output.frame is not None for output in engine.step()) == streams:
             return engine

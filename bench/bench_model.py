@@ -27,7 +27,6 @@ from pathlib import Path
 from bench.codec_stream import measure_stream_decode
 from bench.report import machine, write_section
 from models.engine.scheduler import SchedulerLimits
-from models.qwen3_tts.prompts import plan_prompt
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from models.tts import Qwen3TTS
 from tools.random_checkpoints import write_checkpoint
@@ -62,10 +61,7 @@ def _frames_per_second(tts: Qwen3TTS, sessions: int, steps: int, warmup: int) ->
     engine = tts.new_engine()
     params = tts.sampling(do_sample=False, subtalker_do_sample=False, max_new_tokens=warmup + steps + 8)
     for _ in range(sessions):
-        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
-        session = engine.start(plan, params)
-        engine.add_text(session, tts.tokenizer.target_ids(TEXT))
-        engine.close_text(session)
+        tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
     for _ in range(warmup + 1):  # prefill + warm-up steps
         engine.step()
     produced = 0
@@ -82,11 +78,7 @@ def prefill_interference(tts: Qwen3TTS, limits: SchedulerLimits, speaking: int =
     params = tts.sampling(do_sample=False, subtalker_do_sample=False, max_new_tokens=200)
 
     def start(text: str):
-        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
-        session = engine.start(plan, params)
-        engine.add_text(session, tts.tokenizer.target_ids(text))
-        engine.close_text(session)
-        return session
+        return tts.start_utterance(engine, text, params, language="english", speaker="vivian")
 
     for _ in range(speaking):
         start(TEXT)

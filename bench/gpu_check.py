@@ -26,7 +26,6 @@ import torch
 
 from bench.report import machine, write_section
 from models.engine.scheduler import SchedulerLimits
-from models.qwen3_tts.prompts import plan_prompt
 from models.tts import Qwen3TTS
 from tools.random_checkpoints import write_checkpoint
 
@@ -41,10 +40,7 @@ def codes(tts: Qwen3TTS, *, use_graphs: bool, streams: int = 6, frames: int = 30
     for index in range(streams):
         sampled = index % 3 == 2
         params = tts.sampling(do_sample=sampled, subtalker_do_sample=sampled, max_new_tokens=frames + 1, seed=index)
-        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
-        session = engine.start(plan, params)
-        engine.add_text(session, tts.tokenizer.target_ids(TEXT))
-        engine.close_text(session)
+        session = tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
         sessions.append(session)
     while engine.active:
         engine.step()
@@ -73,10 +69,7 @@ def step_ms(tts: Qwen3TTS, streams: int, use_graphs: bool, steps: int) -> float:
     engine = tts.new_engine(SchedulerLimits(slots=streams, max_positions=1024), use_graphs=use_graphs)
     params = tts.sampling(max_new_tokens=steps + 64, seed=0)
     for _ in range(streams):
-        plan = plan_prompt(tts.config, tts.tokenizer, language="english", speaker="vivian", non_streaming=True)
-        session = engine.start(plan, params)
-        engine.add_text(session, tts.tokenizer.target_ids(TEXT))
-        engine.close_text(session)
+        tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
     while sum(output.frame is not None for output in engine.step()) < streams:
         pass
     for _ in range(3):  # capture (graphs) and warm-up

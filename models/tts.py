@@ -17,7 +17,7 @@ import torch
 
 from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_json, read_safetensors
 from models.cpu_kernels import pack_linears, packing_supported
-from models.engine.engine import Engine, FinishReason, SchedulerLimits
+from models.engine.engine import Engine, FinishReason, SchedulerLimits, Session
 from models.engine.sampler import SamplingParams
 from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig
 from models.qwen3_tts.modeling_qwen3_tts import Qwen3TTSTalker
@@ -163,19 +163,8 @@ class Qwen3TTS:
         engine = self.new_engine(SchedulerLimits(slots=n))
         sessions = []
         for text, lang, spk, ins in zip(texts, languages, speakers, instructs):
-            plan = plan_prompt(
-                self.config,
-                self.tokenizer,
-                language=lang,
-                speaker=spk,
-                instruct=ins,
-                clone=clone,
-                non_streaming=non_streaming,
-            )
-            session = engine.start(plan, params)
-            engine.add_text(session, self.tokenizer.target_ids(text))
-            engine.close_text(session)
-            sessions.append(session)
+            options = dict(language=lang, speaker=spk, instruct=ins, clone=clone, non_streaming=non_streaming)
+            sessions.append(self.start_utterance(engine, text, params, **options))
         while engine.active:
             engine.step()
         utterances = []
@@ -185,6 +174,33 @@ class Qwen3TTS:
         if decode:
             self._decode(utterances, clone)
         return utterances
+
+    def start_utterance(
+        self,
+        engine: Engine,
+        text: str,
+        params: SamplingParams,
+        *,
+        language="auto",
+        speaker=None,
+        instruct=None,
+        clone: ClonePrompt | None = None,
+        non_streaming: bool = True,
+    ) -> Session:
+        """Start one utterance of a whole text on `engine` (its text added and closed)."""
+        plan = plan_prompt(
+            self.config,
+            self.tokenizer,
+            language=language,
+            speaker=speaker,
+            instruct=instruct,
+            clone=clone,
+            non_streaming=non_streaming,
+        )
+        session = engine.start(plan, params)
+        engine.add_text(session, self.tokenizer.target_ids(text))
+        engine.close_text(session)
+        return session
 
     def generate_custom_voice(
         self, texts, speaker, *, language="auto", instruct=None, non_streaming=True, **sampling

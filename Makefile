@@ -69,10 +69,12 @@ test: $(STAMP) reference-env lint check-protos check-images node-deps check-k8s
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# Time to first audio through the cluster vs in-process, tiny and real-shape 0.6B (CPU, minutes).
+# Time to first audio through the cluster vs in-process (streams started together), and at the
+# gateway under Poisson arrivals (1, 10, 20 req/s for 20 s each); tiny and real-shape 0.6B, whose
+# open loop is 5 requests at 1 req/s (more would only queue on a CPU). CPU, about 10 minutes.
 bench: $(STAMP)
-	$(PY) -m bench.bench_cluster --preset tiny --frames 12 --rounds 10
-	$(PY) -m bench.bench_cluster --preset 0.6b-full --frames 6 --rounds 2
+	$(PY) -m bench.bench_cluster --preset tiny --frames 12 --rounds 10 --rates 1,10,20 --duration 20
+	$(PY) -m bench.bench_cluster --preset 0.6b-full --frames 6 --rounds 2 --rates 1 --requests 5 --deadline 120
 
 # Ours vs the reference on the real 0.6B shape, then the same as an AVX2-only CPU would run it.
 bench-model: $(STAMP) reference-env

@@ -278,20 +278,19 @@ class Qwen3TTSTokenizerDecoderBlock(nn.Module):
 
 
 class Qwen3TTSTokenizerCodebook(nn.Module):
-    """`embedding_sum / clamp(cluster_usage, 1e-5)` rows; the division is cached until a weight changes."""
+    """Rows `embedding_sum / clamp(cluster_usage, 1e-5)`, divided after the lookup: the same
+    elementwise division as on the whole table, without caching a table (a cache keyed on the
+    weights' identity would break a traced graph) or dividing all rows per call."""
 
     def __init__(self, codebook_size: int, dim: int):
         super().__init__()
         self.embedding_sum = nn.Parameter(torch.zeros(codebook_size, dim))
         self.cluster_usage = nn.Parameter(torch.ones(codebook_size))
-        self._cache: tuple | None = None
 
-    def embedding(self) -> torch.Tensor:
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in (self.embedding_sum, self.cluster_usage))
-        if self._cache is None or self._cache[0] != key:
-            table = self.embedding_sum / self.cluster_usage.clamp(min=1e-5)[:, None]
-            self._cache = (key, table.detach())
-        return self._cache[1]
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (...) -> (..., dim)."""
+        usage = F.embedding(codes, self.cluster_usage[:, None]).clamp(min=1e-5)
+        return F.embedding(codes, self.embedding_sum) / usage
 
 
 class Qwen3TTSTokenizerCodebookLayer(nn.Module):
@@ -324,7 +323,7 @@ class Qwen3TTSTokenizerResidualVectorQuantizer(nn.Module):
         # The reference starts from a 0-d float32 zero, which does not promote a bf16 sum.
         total = None
         for j, layer in enumerate(self.vq.layers):
-            vectors = F.embedding(codes[..., j], layer._codebook.embedding()).transpose(1, 2)
+            vectors = layer._codebook.lookup(codes[..., j]).transpose(1, 2)
             total = vectors if total is None else total + vectors
         return self.output_proj(total)
 

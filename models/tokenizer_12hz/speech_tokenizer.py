@@ -101,8 +101,8 @@ class StreamStates:
             state = self._state.select(rows, max(s._frames for s in streams))
             wav = run(codes, state)
             self._state.assign(rows, state)
-        for s in streams:
-            s._frames += codes.shape[1]
+            for s in streams:
+                s._frames += codes.shape[1]
         return wav
 
 

@@ -344,7 +344,7 @@ class SpeechTokenizer:
             return [np.zeros(0, dtype=np.float32) for _ in items]
         with torch.inference_mode():
             wav = self._states.advance(streams, torch.stack(items), self._run_decoder)
-        return list(wav.to(torch.float32).cpu().numpy())
+        return [w.copy() for w in wav.to(torch.float32).cpu().numpy()]
 
     def _run_decoder(self, codes: torch.Tensor, state: DecoderState) -> torch.Tensor:
         codes = codes.to(self._device)

@@ -4,11 +4,13 @@
     .venv/bin/python -m bench.codec_stream --preset tiny --frames 300
     .venv/bin/python -m bench.codec_stream --checkpoint DIR --chunk 4 --dtype bfloat16
     .venv/bin/python -m bench.codec_stream --threads 1 --chunk 1 4 --streams 1 4 8
+    .venv/bin/python -m bench.codec_stream --preset tiny --bf16-error --chunk 1 4   # bf16 accuracy only
 
 Random codes are pushed `chunk` frames at a time into one `SpeechTokenizer.stream()`; the time of
 every push is divided among its frames and averaged over windows of the stream (frames 0-50,
 200-250, 500-550, ...). One frame is 80 ms of audio, so ms/frame below 80 is faster than real time.
-Never used by tests (no timing assertions anywhere).
+`--bf16-error` instead compares a bfloat16 streaming decode with the float32 full decode of the
+same codes (max abs error and SNR). Never used by tests (no timing assertions anywhere).
 """
 
 from __future__ import annotations
@@ -100,6 +102,32 @@ def measure_many_streams(tokenizer, streams: int = 4, frames: int = 40, chunk: i
     }
 
 
+def measure_bf16_error(path: Path, frames: int = 200, chunk: int = 1, seed: int = 0) -> dict:
+    """bfloat16 streaming decode (pushes of `chunk` frames) vs the float32 full decode of `frames`
+    random frames. Returns {"chunk", "max_abs_error", "error_rms", "signal_rms", "snr_db"}."""
+    from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
+
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        tok = SpeechTokenizer.from_pretrained(path, dtype=dtype, load_encoder=False)
+        g = torch.Generator().manual_seed(seed)
+        codes = torch.randint(0, tok.codebook_size, (frames, tok.num_quantizers), generator=g)
+        if dtype == "float32":
+            (results[dtype],) = tok.decode([codes])
+        else:
+            stream = tok.stream()
+            results[dtype] = np.concatenate([stream.push(codes[i : i + chunk]) for i in range(0, frames, chunk)])
+    ref, err = results["float32"], results["bfloat16"] - results["float32"]
+    signal_rms, error_rms = float(np.sqrt(np.mean(ref**2))), float(np.sqrt(np.mean(err**2)))
+    return {
+        "chunk": chunk,
+        "max_abs_error": float(np.abs(err).max()),
+        "error_rms": error_rms,
+        "signal_rms": signal_rms,
+        "snr_db": 20 * float(np.log10(signal_rms / error_rms)),
+    }
+
+
 def _checkpoint(preset: str, layers: int) -> Path:
     from tools.random_checkpoints import write_codec_checkpoint
 
@@ -133,11 +161,26 @@ def main() -> None:
         help="also time this many streams advanced together by push_many (e.g. 1 4 8)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    parser.add_argument(
+        "--bf16-error",
+        action="store_true",
+        help="only compare bfloat16 streaming (each --chunk) with the float32 full decode of --frames frames",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     path = args.checkpoint or _checkpoint(args.preset, args.layers)
+    if args.bf16_error:
+        for chunk in args.chunk:
+            r = measure_bf16_error(path, frames=args.frames, chunk=chunk)
+            print(
+                f"{path}: bfloat16 streaming (chunk {chunk}) vs float32 full decode, {args.frames} frames: "
+                f"max abs error {r['max_abs_error']:.4f}, error RMS {r['error_rms']:.4f} "
+                f"(signal RMS {r['signal_rms']:.3f}), SNR {r['snr_db']:.1f} dB",
+                flush=True,
+            )
+        return
     tok = SpeechTokenizer.from_pretrained(path, dtype=args.dtype, device=args.device, load_encoder=False)
     windows = tuple((lo, lo + 50) for lo in range(0, args.frames - 49, 100)) or DEFAULT_WINDOWS
     print(

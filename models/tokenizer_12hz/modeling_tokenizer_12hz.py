@@ -48,41 +48,69 @@ from .configuration_tokenizer_12hz import Qwen3TTSTokenizerConfig, Qwen3TTSToken
 
 
 class DecoderState:
-    """Everything a batch of decoder streams carries from one chunk to the next.
+    """The streaming state of a batch of decoder rows, in buffers of fixed size.
 
-    `slots[i]` belongs to the stateful module whose `state_slot` is i (a conv history, a
-    transposed-conv tail, or a layer's (keys, values)); `None` means "nothing yet", which the
-    modules treat exactly like the zero left padding of a full-sequence decode. The tensors have
-    a leading batch dimension (1 for one stream). `positions[b]` is the number of frames row b has
-    already decoded; rows may be at different positions (streams batched together by
-    `Qwen3TTSTokenizerDecoder.stack_states`), in which case the attention caches are right-aligned and
-    left-padded, and each row only sees its own `min(position, sliding_window - 1)` cached frames.
+    `slots[i]` belongs to the stateful module whose `state_slot` is i: a conv history
+    (B, C_in, left_pad), a transposed-conv tail (B, C_out, overlap), or a layer's (keys, values),
+    each (B, kv_heads, sliding_window - 1, head_dim) with the last frames right-aligned. A decoder
+    call reads and overwrites them in place; their shapes never change. Zeros are exactly the zero
+    left padding of a full-sequence decode, so a new row starts from zeros; cached frames from
+    before a row's start are masked by its position.
+
+    `positions` (B,) int64, on the model's device: the frames each row has decoded (RoPE positions
+    and the attention validity). `max_position` is a host-side bound on them that sizes the RoPE
+    table without reading the device.
+
+    A `DecoderState` of many rows also serves as the resident store of many streams (one row
+    each): `select` gathers a batch of rows, the decoder advances it, and `assign` writes it back.
     """
 
-    __slots__ = ("slots", "positions")
+    __slots__ = ("slots", "positions", "max_position")
 
-    def __init__(self, num_slots: int, batch: int = 1):
-        self.slots: list = [None] * num_slots
-        self.positions: list[int] = [0] * batch
+    def __init__(self, slots: list, positions: torch.Tensor, max_position: int = 0):
+        self.slots = slots
+        self.positions = positions
+        self.max_position = max_position
 
     @property
     def batch(self) -> int:
-        return len(self.positions)
+        return self.positions.shape[0]
 
-    @property
-    def position(self) -> int:
-        """Frames decoded so far (rows of one batched decode share it)."""
-        if len(set(self.positions)) != 1:
-            raise ValueError("rows of this state are at different positions")
-        return self.positions[0]
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for item in self.slots for t in (item if isinstance(item, tuple) else (item,))]
 
     def nbytes(self) -> int:
-        total = 0
-        for item in self.slots:
-            for t in item if isinstance(item, tuple) else (item,):
-                if t is not None:
-                    total += t.numel() * t.element_size()
-        return total
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def _map(self, fn) -> DecoderState:
+        slots = [tuple(fn(t) for t in item) if isinstance(item, tuple) else fn(item) for item in self.slots]
+        return DecoderState(slots, fn(self.positions), self.max_position)
+
+    def select(self, rows: torch.Tensor, max_position: int) -> DecoderState:
+        """A new state holding copies of `rows` (a device index tensor)."""
+        state = self._map(lambda t: t.index_select(0, rows))
+        state.max_position = max_position
+        return state
+
+    def assign(self, rows: torch.Tensor, other: DecoderState) -> None:
+        """Write `other`'s rows back to `rows` (the inverse of `select`)."""
+        for mine, theirs in zip(self.tensors() + [self.positions], other.tensors() + [other.positions]):
+            mine.index_copy_(0, rows, theirs)
+
+    def reset(self, rows: torch.Tensor) -> None:
+        """Make `rows` fresh: zero state at position 0."""
+        for t in self.tensors() + [self.positions]:
+            t.index_fill_(0, rows, 0)
+
+    def grown(self, batch: int) -> DecoderState:
+        """A copy with `batch` rows: these rows, then fresh ones."""
+
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_zeros((batch, *t.shape[1:]))
+            out[: t.shape[0]] = t
+            return out
+
+        return self._map(grow)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,10 +141,11 @@ class Qwen3TTSTokenizerCausalConv1d(nn.Module):
     def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
         if self.left_pad == 0:
             return self.conv(x)
-        history = state.slots[self.state_slot] if state is not None else None
-        x = F.pad(x, (self.left_pad, 0)) if history is None else torch.cat([history, x], dim=-1)
-        if state is not None:
-            state.slots[self.state_slot] = x[..., -self.left_pad :].clone()
+        if state is None:
+            return self.conv(F.pad(x, (self.left_pad, 0)))
+        history = state.slots[self.state_slot]
+        x = torch.cat([history, x], dim=-1)
+        history.copy_(x[..., x.shape[-1] - self.left_pad :])
         return self.conv(x)
 
 
@@ -169,9 +198,8 @@ class Qwen3TTSTokenizerCausalTransposedConv1d(nn.Module):
         keep = x.shape[-1] * self.stride
         if self.overlap > 0 and state is not None:
             tail = state.slots[self.state_slot]
-            if tail is not None:
-                y[..., : self.overlap] += tail
-            state.slots[self.state_slot] = y[..., keep:].clone()
+            y[..., : self.overlap] += tail
+            tail.copy_(y[..., keep:])
         y = y[..., :keep]
         if self.conv.bias is not None:
             y = y + self.conv.bias[:, None]
@@ -250,20 +278,19 @@ class Qwen3TTSTokenizerDecoderBlock(nn.Module):
 
 
 class Qwen3TTSTokenizerCodebook(nn.Module):
-    """`embedding_sum / clamp(cluster_usage, 1e-5)` rows; the division is cached until a weight changes."""
+    """Rows `embedding_sum / clamp(cluster_usage, 1e-5)`, divided after the lookup: the same
+    elementwise division as on the whole table, without caching a table (a cache keyed on the
+    weights' identity would break a traced graph) or dividing all rows per call."""
 
     def __init__(self, codebook_size: int, dim: int):
         super().__init__()
         self.embedding_sum = nn.Parameter(torch.zeros(codebook_size, dim))
         self.cluster_usage = nn.Parameter(torch.ones(codebook_size))
-        self._cache: tuple | None = None
 
-    def embedding(self) -> torch.Tensor:
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in (self.embedding_sum, self.cluster_usage))
-        if self._cache is None or self._cache[0] != key:
-            table = self.embedding_sum / self.cluster_usage.clamp(min=1e-5)[:, None]
-            self._cache = (key, table.detach())
-        return self._cache[1]
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (...) -> (..., dim)."""
+        usage = F.embedding(codes, self.cluster_usage[:, None]).clamp(min=1e-5)
+        return F.embedding(codes, self.embedding_sum) / usage
 
 
 class Qwen3TTSTokenizerCodebookLayer(nn.Module):
@@ -296,7 +323,7 @@ class Qwen3TTSTokenizerResidualVectorQuantizer(nn.Module):
         # The reference starts from a 0-d float32 zero, which does not promote a bf16 sum.
         total = None
         for j, layer in enumerate(self.vq.layers):
-            vectors = F.embedding(codes[..., j], layer._codebook.embedding()).transpose(1, 2)
+            vectors = layer._codebook.lookup(codes[..., j]).transpose(1, 2)
             total = vectors if total is None else total + vectors
         return self.output_proj(total)
 
@@ -353,12 +380,13 @@ class Qwen3TTSTokenizerAttention(nn.Module):
     stateful = True
 
     def empty_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        empty = like.new_zeros(batch, self.num_kv_heads, 0, self.head_dim)
-        return empty, empty
+        shape = (batch, self.num_kv_heads, self.window - 1, self.head_dim)
+        return like.new_zeros(shape), like.new_zeros(shape)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, state: DecoderState | None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor, state: DecoderState | None
     ) -> torch.Tensor:
+        """`mask` is `Qwen3TTSTokenizerPreTransformer.attention_mask` for these frames and state."""
         batch, n, _ = x.shape
         q = self.q_proj(x).view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -366,24 +394,13 @@ class Qwen3TTSTokenizerAttention(nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
 
-        past = state.slots[self.state_slot] if state is not None else None
-        cached = 0
-        if past is not None:
-            cached = past[0].shape[2]
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
         if state is not None:
-            keep = self.window - 1
-            state.slots[self.state_slot] = (k[:, :, -keep:].clone(), v[:, :, -keep:].clone()) if keep > 0 else None
-
-        # query i sits at index cached + i of the key axis; it sees keys at distance 0 .. window-1
-        distance = torch.arange(n, device=x.device)[:, None] + cached - torch.arange(k.shape[2], device=x.device)
-        mask = (distance >= 0) & (distance < self.window)
-        if state is not None and cached > 0 and min(state.positions) < cached:
-            # rows batched from streams at different positions: the cache is left-padded per row
-            valid = torch.tensor([min(p, cached) for p in state.positions], device=x.device)
-            real = torch.arange(k.shape[2], device=x.device)[None, :] >= (cached - valid)[:, None]
-            mask = mask[None, None] & real[:, None, None, :]
+            past_k, past_v = state.slots[self.state_slot]
+            k = torch.cat([past_k, k], dim=2)
+            v = torch.cat([past_v, v], dim=2)
+            start = k.shape[2] - past_k.shape[2]
+            past_k.copy_(k[:, :, start:])
+            past_v.copy_(v[:, :, start:])
 
         if self.num_kv_heads != self.num_heads:
             groups = self.num_heads // self.num_kv_heads
@@ -403,8 +420,8 @@ class Qwen3TTSTokenizerTransformerLayer(nn.Module):
         self.mlp = SwiGLUMLP(config.hidden_size, config.intermediate_size)
         self.mlp_layer_scale = Qwen3TTSTokenizerLayerScale(config.hidden_size)
 
-    def forward(self, x, cos, sin, state):
-        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, state))
+    def forward(self, x, cos, sin, mask, state):
+        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, mask, state))
         return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -413,6 +430,8 @@ class Qwen3TTSTokenizerPreTransformer(nn.Module):
         super().__init__()
         self.head_dim = config.head_dim
         self.rope_theta = config.rope_theta
+        self.window = config.sliding_window
+        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self.input_proj = nn.Linear(config.latent_dim, config.hidden_size)
         self.layers = nn.ModuleList(
             [Qwen3TTSTokenizerTransformerLayer(config) for _ in range(config.num_hidden_layers)]
@@ -420,24 +439,45 @@ class Qwen3TTSTokenizerPreTransformer(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.output_proj = nn.Linear(config.hidden_size, config.latent_dim)
 
-    def rotary(self, starts: list[int], n: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin (B or 1, 1, n, head_dim) for frames [start, start + n) of each row, computed in
-        float32 and cast to the model dtype."""
-        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
-        inv_freq = 1.0 / (self.rope_theta**exponent)
-        offsets = torch.tensor(starts if len(set(starts)) > 1 else starts[:1], dtype=torch.float32, device=device)
-        positions = offsets[:, None] + torch.arange(n, device=device, dtype=torch.float32)[None, :]
-        freqs = positions[..., None] * inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+    def rope_table(self, length: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin (>= length, head_dim) of frames 0, 1, ..., computed in float32 and cast to the
+        model dtype; kept, and regrown (doubling) only when a longer stream needs it."""
+        table = self._rope
+        if table is None or table[0].shape[0] < length or table[0].dtype != dtype or table[0].device != device:
+            size = max(length, 2 * table[0].shape[0] if table is not None else 1024)
+            exponent = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
+            inv_freq = 1.0 / (self.rope_theta**exponent)
+            freqs = torch.arange(size, device=device, dtype=torch.float32)[:, None] * inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)
+            table = self._rope = (emb.cos().to(dtype), emb.sin().to(dtype))
+        return table
+
+    def attention_mask(self, n: int, state: DecoderState | None, device) -> torch.Tensor:
+        """Which keys each of the n new queries sees: (n, n) without a state, else
+        (B, 1, n, sliding_window - 1 + n) over the cached then the new keys. A cached key is real
+        only if its frame is at or after the row's start (index >= cached - position)."""
+        cached = self.window - 1 if state is not None else 0
+        keys = torch.arange(cached + n, device=device)
+        distance = torch.arange(n, device=device)[:, None] + cached - keys
+        mask = (distance >= 0) & (distance < self.window)
+        if state is None:
+            return mask
+        real = keys[None, :] >= cached - state.positions[:, None]
+        return mask[None, None] & real[:, None, None, :]
 
     def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
         """x (B, T, latent_dim) -> (B, T, latent_dim); positions continue from `state.positions`."""
         x = self.input_proj(x)
-        starts = state.positions if state is not None else [0]
-        cos, sin = self.rotary(starts, x.shape[1], x.dtype, x.device)
+        n = x.shape[1]
+        cos, sin = self.rope_table((state.max_position if state is not None else 0) + n, x.dtype, x.device)
+        if state is None:
+            cos, sin = cos[None, None, :n], sin[None, None, :n]
+        else:
+            frames = state.positions[:, None] + torch.arange(n, device=x.device)
+            cos, sin = cos[frames][:, None], sin[frames][:, None]
+        mask = self.attention_mask(n, state, x.device)
         for layer in self.layers:
-            x = layer(x, cos, sin, state)
+            x = layer(x, cos, sin, mask, state)
         return self.output_proj(self.norm(x))
 
 
@@ -484,10 +524,12 @@ class Qwen3TTSTokenizerDecoder(nn.Module):
         self._stateful = [m for m in self.modules() if getattr(m, "stateful", False)]
         for slot, module in enumerate(self._stateful):
             module.state_slot = slot
-        self.num_state_slots = len(self._stateful)
 
     def new_state(self, batch: int = 1) -> DecoderState:
-        return DecoderState(self.num_state_slots, batch)
+        """Fresh state (zeros, position 0) for `batch` rows, in the model's dtype and device."""
+        like = next(self.parameters())
+        slots = [module.empty_state(batch, like) for module in self._stateful]
+        return DecoderState(slots, torch.zeros(batch, dtype=torch.int64, device=like.device))
 
     def forward(self, codes: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
         """Decode `codes` (B, T, K), the next T frames of the stream(s) behind `state`.
@@ -508,46 +550,9 @@ class Qwen3TTSTokenizerDecoder(nn.Module):
         for stage in self.decoder:
             hidden = stage(hidden, state)
         if state is not None:
-            state.positions = [p + codes.shape[1] for p in state.positions]
+            state.positions.add_(codes.shape[1])
+            state.max_position += codes.shape[1]
         return hidden.squeeze(1).clamp(min=-1.0, max=1.0)
-
-    def stack_states(self, states: list[DecoderState]) -> DecoderState:
-        """One batched state from single-row states (streams at any positions)."""
-        out = self.new_state(len(states))
-        out.positions = [s.position for s in states]
-        like = next(self.parameters())
-        for slot, module in enumerate(self._stateful):
-            items = [s.slots[slot] for s in states]
-            if all(item is None for item in items):
-                continue
-            if isinstance(module, Qwen3TTSTokenizerAttention):
-                items = [item if item is not None else module.empty_state(1, like) for item in items]
-                length = max(item[0].shape[2] for item in items)
-                out.slots[slot] = tuple(
-                    torch.cat([F.pad(item[j], (0, 0, length - item[j].shape[2], 0)) for item in items])  # left pad
-                    for j in (0, 1)
-                )
-            else:
-                items = [item if item is not None else module.empty_state(1, like) for item in items]
-                out.slots[slot] = torch.cat(items)
-        return out
-
-    def split_state(self, state: DecoderState) -> list[DecoderState]:
-        """Single-row states from a batched one (inverse of `stack_states`, padding dropped)."""
-        rows = []
-        for b, position in enumerate(state.positions):
-            row = self.new_state(1)
-            row.positions = [position]
-            for slot, item in enumerate(state.slots):
-                if item is None:
-                    continue
-                if isinstance(item, tuple):
-                    valid = min(position, item[0].shape[2])
-                    row.slots[slot] = tuple(t[b : b + 1, :, t.shape[2] - valid :].clone() for t in item)
-                else:
-                    row.slots[slot] = item[b : b + 1].clone()
-            rows.append(row)
-        return rows
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,6 +13,9 @@ See docs/codec.md for the design and the exactness guarantees.
 
 from __future__ import annotations
 
+import itertools
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -50,34 +53,94 @@ def resolve_codec_dir(path: str | Path) -> Path:
     return path
 
 
-class CodecStream:
-    """One streaming decode: push frames, get their final samples. Drop the object to cancel.
+class StreamStates:
+    """The decoder states of a tokenizer's open streams, resident in one `DecoderState` of `capacity`
+    rows: a stream holds a row from creation until it is closed or garbage-collected.
 
-    The state is a handful of small tensors (see `state_nbytes`); the model is shared.
+    A batched push gathers its streams' rows (`index_select`), advances them in one decoder call
+    and writes them back (`index_copy_`): no per-stream tensors are stacked, split or cloned, and
+    for a given (streams, frames) the step has static shapes. The buffers grow (doubling) when more
+    streams are open than ever before; a freed row is reused, and zeroed by its new stream's first
+    push, on the thread that pushes, so a push still running on the old stream cannot undo it.
+    Pushes are serialised by a lock (the buffers are shared). Creating and closing streams takes
+    no lock: `list.pop`/`append` and `next(count)` are atomic under the GIL, and a lock there could
+    deadlock when a stream is garbage-collected (its finalizer releases the row) while the same
+    thread holds it.
+    """
+
+    def __init__(self, decoder: Qwen3TTSTokenizerDecoder):
+        self._decoder = decoder
+        self._lock = threading.Lock()
+        self._free: list[int] = []
+        self._new_rows = itertools.count()
+        self._state: DecoderState | None = None
+        self.row_nbytes = decoder.new_state(1).nbytes()
+
+    def acquire(self) -> int:
+        try:
+            return self._free.pop()
+        except IndexError:
+            return next(self._new_rows)
+
+    def release(self, row: int) -> None:
+        self._free.append(row)
+
+    def advance(self, streams: list[CodecStream], codes: torch.Tensor, run) -> torch.Tensor:
+        """`run(codes, state)` on the gathered state of `streams` (one row each), then write it back."""
+        with self._lock:
+            capacity = self._state.batch if self._state is not None else 0
+            needed = 1 + max(s._row for s in streams)
+            if needed > capacity:
+                capacity = max(needed, 2 * capacity, 8)
+                self._state = self._decoder.new_state(capacity) if self._state is None else self._state.grown(capacity)
+            device = self._state.positions.device
+            rows = torch.tensor([s._row for s in streams], device=device)
+            fresh = [s._row for s in streams if s._frames == 0]
+            if fresh:
+                self._state.reset(torch.tensor(fresh, device=device))
+            state = self._state.select(rows, max(s._frames for s in streams))
+            wav = run(codes, state)
+            self._state.assign(rows, state)
+            for s in streams:
+                s._frames += codes.shape[1]
+        return wav
+
+
+class CodecStream:
+    """One streaming decode: push frames, get their final samples. `close()` (or dropping the
+    object) ends it and frees its state row for another stream.
+
+    The state lives in the tokenizer's `StreamStates`; the model is shared.
     """
 
     def __init__(self, tokenizer: SpeechTokenizer):
         self._tokenizer = tokenizer
-        self._state: DecoderState = tokenizer.decoder.new_state()
+        self._frames = 0  # frames decoded; 0 also tells `StreamStates` that the row is not reset yet
+        self._row = tokenizer._states.acquire()
+        self._release = weakref.finalize(self, tokenizer._states.release, self._row)
 
     @property
     def frames_decoded(self) -> int:
-        return self._state.position
+        return self._frames
 
     @property
     def state_nbytes(self) -> int:
-        return self._state.nbytes()
+        return self._tokenizer._states.row_nbytes
+
+    @property
+    def closed(self) -> bool:
+        return not self._release.alive
+
+    def close(self) -> None:
+        """Free the state row; pushing afterwards is an error. Idempotent."""
+        self._release()
 
     def push(self, frames) -> np.ndarray:
         """Decode the next frames, a (n, num_quantizers) integer array; returns n * 1920 float32 samples.
 
         The samples equal those of a full decode of the whole stream at the same positions.
         """
-        codes = self._tokenizer._check_codes(frames, "frames", allow_empty=True)
-        if codes.shape[0] == 0:
-            return np.zeros(0, dtype=np.float32)
-        wav = self._tokenizer._run_decoder(codes[None], self._state)
-        return wav[0].to(torch.float32).cpu().numpy()
+        return self._tokenizer.push_many([self], [frames])[0]
 
 
 class SpeechTokenizer:
@@ -98,6 +161,7 @@ class SpeechTokenizer:
         self._dtype = dtype
         self._device = device
         self.max_chunk_frames = max_chunk_frames
+        self._states = StreamStates(decoder)
 
     # ------------------------------------------------------------------------------------------
     # Loading
@@ -268,6 +332,8 @@ class SpeechTokenizer:
         for s in streams:
             if not isinstance(s, CodecStream) or s._tokenizer is not self:
                 raise ValueError("push_many takes streams created by this tokenizer's stream()")
+            if s.closed:
+                raise ValueError("a stream is closed")
         items = [self._check_codes(f, f"frames {i}", allow_empty=True) for i, f in enumerate(frames)]
         if not items:
             return []
@@ -276,11 +342,9 @@ class SpeechTokenizer:
             raise ValueError(f"push_many needs the same number of frames for every stream, got {sorted(counts)}")
         if counts == {0}:
             return [np.zeros(0, dtype=np.float32) for _ in items]
-        state = self.decoder.stack_states([s._state for s in streams])
-        wav = self._run_decoder(torch.stack(items), state).to(torch.float32).cpu().numpy()
-        for s, row in zip(streams, self.decoder.split_state(state)):
-            s._state = row
-        return [w.copy() for w in wav]
+        with torch.inference_mode():
+            wav = self._states.advance(streams, torch.stack(items), self._run_decoder)
+        return [w.copy() for w in wav.to(torch.float32).cpu().numpy()]
 
     def _run_decoder(self, codes: torch.Tensor, state: DecoderState) -> torch.Tensor:
         codes = codes.to(self._device)

@@ -42,6 +42,11 @@ class StreamBatcher:
         self.thread.post(self._add, push)
         return await push.done  # a cancelled RPC cancels this future: the batcher then skips it
 
+    def close(self, stream: CodecStream) -> None:
+        """Free the stream's state row once the model thread is between steps: a step already
+        running may still be decoding it (its push cancelled after the step took it)."""
+        self.thread.post(stream.close)
+
     # ----- on the model thread -----
 
     def _add(self, push: _Push) -> None:

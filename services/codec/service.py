@@ -135,6 +135,7 @@ class CodecServicer(codec_pb2_grpc.CodecServiceServicer):
                 yield codec_pb2.StreamDecodeResponse(audio=array_to_samples(wav, self.tokenizer.sample_rate))
         finally:  # half-close, error, cancel or deadline (CancelledError): free the slot now
             self._open_streams -= 1
+            self._batcher.close(stream)
 
     async def DescribeCodec(self, request, context) -> codec_pb2.DescribeCodecResponse:
         tok = self.tokenizer

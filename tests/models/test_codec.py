@@ -6,6 +6,7 @@ through the `reference` fixture); `slow` ones use the real codec widths with red
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -184,7 +185,7 @@ def test_loads_from_tts_checkpoint_dir(tiny_base, tok):
 
 
 def test_semantic_codebook_has_codebook_size_rows(tok):
-    table = tok.decoder.quantizer.rvq_first.vq.layers[0]._codebook.embedding()
+    table = tok.decoder.quantizer.rvq_first.vq.layers[0]._codebook.embedding_sum
     assert table.shape[0] == tok.codebook_size == 2048  # not semantic_codebook_size (4096)
 
 
@@ -318,6 +319,58 @@ def test_push_many_equals_separate_streams(tok, long_codes, long_wav):
         tok.push_many(streams[:2], [long_codes[:2], long_codes[:3]])
     with pytest.raises(ValueError, match="more than once"):
         tok.push_many([streams[0], streams[0]], [long_codes[:2], long_codes[:2]])
+
+
+def test_closed_streams_free_their_rows_for_new_streams(tok, long_codes, long_wav):
+    """A stream's state row is freed by close() or garbage collection and reused, fresh, by the next
+    stream; the resident buffers grow, keeping every open stream's state, when more streams open."""
+    a = tok.stream()
+    a.push(long_codes[:30])
+    row = a._row
+    a.close()
+    a.close()
+    assert a.closed
+    with pytest.raises(ValueError, match="closed"):
+        a.push(long_codes[30:31])
+    b = tok.stream()
+    assert b._row == row
+    wav = np.concatenate([b.push(long_codes[i : i + 4]) for i in range(0, 20, 4)])
+    np.testing.assert_allclose(wav, long_wav[: 20 * SPF], atol=1e-5, rtol=0)
+    row = b._row
+    del b
+    gc.collect()
+    assert tok.stream()._row == row
+
+    capacity = tok._states._state.batch
+    streams = [tok.stream() for _ in range(capacity + 1)]
+    codes = [random_codes(12, seed=40 + i) for i in range(len(streams))]
+    first = [s.push(c[:5]) for s, c in zip(streams[:2], codes[:2])]
+    first += tok.push_many(streams[2:], [c[:5] for c in codes[2:]])
+    assert tok._states._state.batch > capacity
+    rest = tok.push_many(streams, [c[5:] for c in codes])
+    for head, tail, ref in zip(first, rest, tok.decode(codes)):
+        assert np.abs(np.concatenate([head, tail]) - ref).max() <= 1e-5
+
+
+def test_batched_decode_step_has_no_graph_breaks(tok):
+    """The decode of a (batch, chunk) bucket on a state gathered from the resident rows traces as one
+    graph (static shapes, no host reads): a CUDA graph can capture it."""
+    decoder = tok.decoder
+    with torch.inference_mode():
+        store = decoder.new_state(6)
+        store.positions.copy_(torch.tensor([0, 3, 71, 100, 5, 9]))
+        rows = torch.tensor([3, 0, 2, 1])
+
+        def step(codes):
+            state = store.select(rows, max_position=100)
+            wav = decoder(codes, state)
+            store.assign(rows, state)
+            return wav
+
+        explained = torch._dynamo.explain(step)(random_codes(8, seed=3).view(4, 2, 16))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+    assert store.positions.tolist() == [2, 5, 73, 102, 5, 9]
 
 
 def test_bfloat16_runs_and_stays_close(tiny_codec, tok, long_codes, long_wav):

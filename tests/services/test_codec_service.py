@@ -169,25 +169,28 @@ async def test_stream_decode_irregular_chunks_equals_decode(served, tokenizer):
     np.testing.assert_allclose(np.concatenate(pieces), samples_to_array(whole.audio), rtol=0, atol=1e-5)
 
 
-def _gate_push_many(monkeypatch, servicer: CodecServicer) -> tuple[list[int], threading.Event]:
-    """Record the batch size of every push_many call; the calls wait until the event is set."""
+def _gate_push_many(monkeypatch, servicer: CodecServicer) -> tuple[list[int], threading.Event, list]:
+    """Record the batch size of every push_many call and the streams pushed; the calls wait until
+    the event is set."""
     tok = servicer.tokenizer
     batch_sizes: list[int] = []
+    pushed = []
     gate = threading.Event()
     push_many = tok.push_many
 
     def spy(streams, frames):
         batch_sizes.append(len(streams))
+        pushed.extend(streams)
         gate.wait(timeout=30)
         return push_many(streams, frames)
 
     monkeypatch.setattr(tok, "push_many", spy)
-    return batch_sizes, gate
+    return batch_sizes, gate, pushed
 
 
 async def test_concurrent_streams_are_batched_and_kept_apart(served, monkeypatch):
     # The first batched call is held until the other streams' first pushes have queued.
-    batch_sizes, gate = _gate_push_many(monkeypatch, served.servicer)
+    batch_sizes, gate, _ = _gate_push_many(monkeypatch, served.servicer)
     # Same first chunk size everywhere (so the queued first pushes form one group), then
     # different schedules, so later steps mix chunk sizes and stream positions.
     schedules = [[2, 1, 1, 3], [2, 5, 1], [2, 2, 2, 2], [2, 1, 4], [2, 6]]
@@ -208,7 +211,7 @@ async def test_concurrent_streams_are_batched_and_kept_apart(served, monkeypatch
 
 
 async def test_cancelled_stream_is_freed_at_once_and_its_queued_push_skipped(served, monkeypatch):
-    batch_sizes, gate = _gate_push_many(monkeypatch, served.servicer)
+    batch_sizes, gate, _ = _gate_push_many(monkeypatch, served.servicer)
     running = asyncio.create_task(_stream(served.stub, [_codes(1, seed=7)]))
     await _eventually(lambda: batch_sizes == [1])  # its push holds the decode thread
     queued = served.stub.StreamDecode(timeout=30)
@@ -221,6 +224,21 @@ async def test_cancelled_stream_is_freed_at_once_and_its_queued_push_skipped(ser
     await running
     await _eventually(lambda: served.servicer.open_streams == 0)
     assert batch_sizes == [1]  # the cancelled stream's push was never decoded
+
+
+async def test_stream_cancelled_during_its_push_frees_its_state_row_after_the_step(served, monkeypatch):
+    """The call's slot is free at once; the stream's state row only once the step decoding it has
+    written it back, so that a new stream cannot get the row while it is still being used."""
+    batch_sizes, gate, pushed = _gate_push_many(monkeypatch, served.servicer)
+    call = served.stub.StreamDecode(timeout=30)
+    await call.write(_stream_request(_codes(1, seed=9)))
+    await _eventually(lambda: batch_sizes == [1])
+    call.cancel()
+    await _eventually(lambda: served.servicer.open_streams == 0)
+    await asyncio.sleep(0.05)
+    assert not pushed[0].closed
+    gate.set()
+    await _eventually(lambda: pushed[0].closed)
 
 
 # ----- StreamDecode admission -----

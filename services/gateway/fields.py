@@ -18,22 +18,17 @@ from shared.errors import InvalidArgument, ServiceError, from_rpc_error
 # (`config.cloned_voice.reference_text` is `config.voice.voice_id`), an element of a key's list
 # that element of the public list (`voice.tags[3]` is `tags[3]`); a path no key covers is the
 # request's already.
+_SYNTHESIS_FIELDS = {
+    # the generator's GenerateConfig
+    "config.speaker": "config.voice.preset_speaker",
+    "config.cloned_voice": "config.voice.voice_id",
+    "config.max_frames": "config.max_audio_seconds",
+    # the registry's GetVoiceRequest (a saved voice)
+    "voice_id": "config.voice.voice_id",
+}
 PUBLIC_FIELDS: dict[str, dict[str, str]] = {
-    "SynthesizeRequest": {
-        # the generator's GenerateConfig
-        "config.speaker": "config.voice.preset_speaker",
-        "config.cloned_voice": "config.voice.voice_id",
-        "config.max_frames": "config.max_audio_seconds",
-        # the registry's GetVoiceRequest (a saved voice)
-        "voice_id": "config.voice.voice_id",
-    },
-    "StreamingSynthesizeRequest": {
-        "config.speaker": "config.voice.preset_speaker",
-        "config.cloned_voice": "config.voice.voice_id",
-        "config.max_frames": "config.max_audio_seconds",
-        "voice_id": "config.voice.voice_id",
-        "text": "input.text",
-    },
+    "SynthesizeRequest": _SYNTHESIS_FIELDS,
+    "StreamingSynthesizeRequest": {**_SYNTHESIS_FIELDS, "text": "input.text"},
     "DesignVoiceRequest": {
         # the synthesis config the preview is rendered with, and the generator's GenerateConfig
         "config.voice.design_description": "description",

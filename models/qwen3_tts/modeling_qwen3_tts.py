@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import RMSNorm, SwiGLUMLP, apply_rotary, fuse_linears
+from models.layers import RMSNorm, SwiGLUMLP, apply_rotary, fuse_linears, rms_norm
 
 from .configuration_qwen3_tts import Qwen3TTSDecoderConfig, Qwen3TTSTalkerConfig
 
@@ -42,26 +42,27 @@ class Qwen3TTSAttention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
-        self.qkv_proj: nn.Linear | None = None  # set by fuse()
+        # Set by fuse(), which forward() needs: one projection for q, k and v, and the q and k
+        # norm weights side by side per head, so that q and k heads are normalised and rotated
+        # together (the same arithmetic per head, half the kernel launches).
+        self.qkv_proj: nn.Linear | None = None
+        self.qk_norm_weight: torch.Tensor | None = None
 
     def fuse(self) -> None:
         self.qkv_proj = fuse_linears(self.q_proj, self.k_proj, self.v_proj)
         del self.q_proj, self.k_proj, self.v_proj
+        weights = (self.q_norm.weight.expand(self.num_heads, -1), self.k_norm.weight.expand(self.num_kv_heads, -1))
+        self.qk_norm_weight = torch.cat(weights).detach()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attention: Attention) -> torch.Tensor:
         """x (tokens, hidden); cos/sin (tokens, head_dim)."""
         n = x.shape[0]
-        q_width, kv_width = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        if self.qkv_proj is None:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        else:
-            q, k, v = self.qkv_proj(x).split([q_width, kv_width, kv_width], dim=-1)
-        q = self.q_norm(q.reshape(n, self.num_heads, self.head_dim))
-        k = self.k_norm(k.reshape(n, self.num_kv_heads, self.head_dim))
-        v = v.reshape(n, self.num_kv_heads, self.head_dim)
-        cos, sin = cos[:, None], sin[:, None]
-        out = attention(self.layer_idx, apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)
-        return self.o_proj(out.reshape(n, q_width))
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        qk, v = self.qkv_proj(x).split([(heads + kv_heads) * self.head_dim, kv_heads * self.head_dim], dim=-1)
+        qk = rms_norm(qk.reshape(n, heads + kv_heads, self.head_dim), self.qk_norm_weight, self.q_norm.eps)
+        q, k = apply_rotary(qk, cos[:, None], sin[:, None]).split([heads, kv_heads], dim=1)
+        out = attention(self.layer_idx, q, k, v.reshape(n, kv_heads, self.head_dim))
+        return self.o_proj(out.reshape(n, heads * self.head_dim))
 
 
 class Qwen3TTSDecoderLayer(nn.Module):

@@ -33,6 +33,7 @@ from tools.random_checkpoints import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_MS = 80.0
+TURNS = 2  # single-stream turns of ours and the reference
 TEXT = (
     "The quick brown fox jumps over the lazy dog while the band plays on, "
     "and every listener hears each word arrive before the sentence ends."
@@ -141,9 +142,15 @@ def main(argv=None) -> None:
     rows, batch_rows = [], []
     for dtype in ("float32", "bfloat16"):
         tts = Qwen3TTS.from_pretrained(path, dtype=dtype, device=args.device, load_codec=False)
-        single = frames_per_second(tts, 1, args.frames)
+        # Ours and the reference take turns, each keeping its best: on a shared host the machine's
+        # speed drifts by 20-40% over minutes, and turns give both the same chances.
+        single, ref = 0.0, None
+        for _ in range(TURNS):
+            single = max(single, frames_per_second(tts, 1, args.frames))
+            if not args.no_reference:
+                got = reference_timing(path, dtype, args.frames, args.device)
+                ref = got if ref is None or got["ms_per_frame"] < ref["ms_per_frame"] else ref
         ours_ms = 1000 / single
-        ref = None if args.no_reference else reference_timing(path, dtype, args.frames, args.device)
         rows.append((dtype, ours_ms, ref))
         print(
             f"{dtype}: ours {ours_ms:.0f} ms/frame ({FRAME_MS / ours_ms:.2f}x real time)"
@@ -183,7 +190,8 @@ def main(argv=None) -> None:
         f"(`python -m bench.bench_model --preset {args.preset} --device {args.device}`).",
         "Checkpoint: seeded random weights at the real 0.6B shape (28 talker layers, 5 predictor layers,",
         "8 codec layers; toy text vocabulary). One frame is 80 ms of audio. Reference: qwen-tts 0.1.1",
-        "on the same weights and text, timed as the difference of two runs (prefill cancels out).",
+        "on the same weights and text, timed as the difference of two runs (prefill cancels out);",
+        f"ours and the reference take {TURNS} turns each at one stream, best of each.",
         "",
         "| dtype | ours ms/frame | ours x-real-time | reference ms/frame | speed-up |",
         "|---|---|---|---|---|",

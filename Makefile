@@ -79,7 +79,7 @@ bench: $(STAMP)
 # Ours vs the reference on the real 0.6B shape, then the same as an AVX2-only CPU would run it.
 bench-model: $(STAMP) reference-env
 	$(PY) -m bench.bench_model
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m bench.bench_model
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m bench.bench_model
 
 # Kernel launches and host syncs per decode step at 1-64 streams, and the torch.compile check (CPU, minutes).
 bench-engine: $(STAMP)

@@ -100,9 +100,7 @@ class _SlotAttention:
         n = self.decode_rows
         if n:
             view = slice(0, self.view)
-            out = F.scaled_dot_product_attention(
-                q[:n, :, None], cache[0, :n, :, view], cache[1, :n, :, view], attn_mask=self.mask, enable_gqa=True
-            )
+            out = _one_query(q[:n, :, None], cache[0, :n, :, view], cache[1, :n, :, view], self.mask)
             outputs.append(out[:, :, 0])
         offset = n
         for run in self.prefills:
@@ -135,11 +133,24 @@ class _FrameAttention:
 def _causal(q, k, v, offset: int):
     """Queries at positions offset.. attend to every key before them and causally among themselves."""
     if q.shape[-2] == 1:
-        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return _one_query(q, k, v)
     if offset == 0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     allowed = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril(diagonal=offset)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+
+
+def _one_query(q, k, v, mask=None):
+    """One query per row, q (rows, heads, 1, head_dim), against k and v (rows, kv_heads, keys,
+    head_dim); `mask` (rows, 1, 1, keys) or None. In bfloat16 the query heads that share a key
+    head go in as a query sequence of the group's length instead of through enable_gqa: the same
+    bits, and 3-4 times faster on CPU (torch's bfloat16 GQA kernel). float32 keeps enable_gqa,
+    which the fold would change in the last bits for no measurable gain."""
+    if q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    rows, heads, _, head_dim = q.shape
+    grouped = q.view(rows, k.shape[1], heads // k.shape[1], head_dim)
+    return F.scaled_dot_product_attention(grouped, k, v, attn_mask=mask).view(q.shape)
 
 
 class ModelRunner:

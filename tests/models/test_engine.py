@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models.engine.engine import Engine, FinishReason, SchedulerLimits
+from models.engine.model_runner import _one_query
 from models.engine.sampler import SamplingParams
 from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSDecoderConfig, Qwen3TTSTalkerConfig
 from models.qwen3_tts.modeling_qwen3_tts import Qwen3TTSTalker
@@ -443,3 +444,13 @@ def test_compiled_decode_steps_give_the_eager_codes(talker, monkeypatch):
             expected = frames
     for got, want in zip(frames, expected):
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_bfloat16_single_query_attention_folds_heads_without_changing_a_bit(masked):
+    torch.manual_seed(0)
+    q = torch.randn(5, 16, 1, 128, dtype=torch.bfloat16)
+    k, v = torch.randn(2, 5, 8, 40, 128, dtype=torch.bfloat16)
+    mask = torch.rand(5, 1, 1, 40) > 0.2 if masked else None
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    assert torch.equal(_one_query(q, k, v, mask), expected)

@@ -46,7 +46,7 @@ class Qwen3TTSAttention(nn.Module):
         # norm weights side by side per head, so that q and k heads are normalised and rotated
         # together (the same arithmetic per head, half the kernel launches).
         self.qkv_proj: nn.Linear | None = None
-        self.qk_norm_weight: torch.Tensor | None = None
+        self.register_buffer("qk_norm_weight", None, persistent=False)
 
     def fuse(self) -> None:
         self.qkv_proj = fuse_linears(self.q_proj, self.k_proj, self.v_proj)

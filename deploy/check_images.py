@@ -51,7 +51,7 @@ TARGETS: dict[str, Service] = IMAGE_TARGETS
 # Paths of the repository that no image may contain.
 FORBIDDEN_SOURCES = ("tests", "bench", "var", ".venv", ".venv-ref", ".git")
 # pyproject.toml dependencies the gateway and registry do without (they hold no model).
-MODEL_ONLY = {"torch", "transformers", "safetensors"}
+MODEL_ONLY = {"torch", "transformers", "safetensors", "ninja"}
 REQUIREMENTS = {"service": MODEL_ONLY, "model": {"torch"}}  # list -> dependencies it must not cover
 EXTRA_REQUIREMENTS = {"web": "web"}  # list -> the optional dependencies (extra) it pins
 

@@ -1,50 +1,94 @@
-"""Packed linears: bfloat16 bit-identical to torch's; float32 within rounding of torch's, and a
-row's result independent of the other rows of the product."""
+"""Packed linears and the bfloat16 kernel: bfloat16 bit-identical to torch's; float32 within
+rounding of torch's; from two rows up, a row's result independent of the other rows."""
+
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from models.cpu_kernels import PackedLinear, pack_linears, packing_supported
+from models import cpu_kernels
+from models.cpu_kernels import PackedLinear, bf16_matvec, pack_linears, packing_supported
 
 CPU = torch.device("cpu")
-SHAPES = [(1, 1, 96), (3, 1, 96), (1, 7, 96), (16, 96)]
+SHAPES = [(1, 1), (3, 1), (1, 7), (16,), (19,)]  # leading dimensions of the input
+FEATURES = [(96, 80), (1100, 100)]  # (in, out): one span of the bf16 kernel and three, padded outputs
+NATIVE_BF16 = pytest.mark.skipif(not packing_supported(torch.bfloat16, CPU), reason="no native bfloat16 here")
 
 
-# bfloat16 must be bit-identical (tolerance 0); float32 sums in another order than MKL.
-DTYPES = [
-    pytest.param(
-        torch.bfloat16,
-        0.0,
-        marks=pytest.mark.skipif(not packing_supported(torch.bfloat16, CPU), reason="no oneDNN bfloat16 here"),
-    ),
-    pytest.param(
-        torch.float32,
-        1e-6,
-        marks=pytest.mark.skipif(not packing_supported(torch.float32, CPU), reason="no oneDNN here"),
-    ),
-]
+def cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
-@pytest.mark.parametrize(("dtype", "tolerance"), DTYPES)
+def linear_and_input(dtype, features, bias, shape):
+    torch.manual_seed(0)
+    linear = nn.Linear(*features, bias=bias).to(dtype)
+    return linear, torch.randn(*shape, features[0], dtype=dtype)
+
+
+@pytest.mark.skipif(not packing_supported(torch.float32, CPU), reason="no oneDNN here")
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("features", FEATURES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_packed_float32_within_rounding_of_torch(bias, features, shape):
+    linear, x = linear_and_input(torch.float32, features, bias, shape)
+    with torch.inference_mode():  # outputs near 1; sums of up to 1100 products in another order than MKL's
+        torch.testing.assert_close(PackedLinear(linear)(x), linear(x), atol=1e-5, rtol=1e-6)
+
+
+@NATIVE_BF16
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("features", [*FEATURES, (2100, 64)])  # and one past 1024 inputs
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bf16_kernel_matches_torch(bias, features, shape):
+    """Bit-identical to torch's product of the same rows (so greedy codes are unchanged)."""
+    if bf16_matvec() is None:
+        pytest.skip("the bfloat16 kernel is not built here (test_bf16_kernel_builds_... says why)")
+    linear, x = linear_and_input(torch.bfloat16, features, bias, shape)
+    with torch.inference_mode():
+        packed = PackedLinear(linear)
+        assert packed.kernel is not None
+        assert torch.equal(packed(x), linear(x))
+
+
+@NATIVE_BF16
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_packed_linear_matches_torch(dtype, tolerance, bias, shape):
-    torch.manual_seed(0)
-    linear = nn.Linear(96, 80, bias=bias).to(dtype)
-    x = torch.randn(*shape, dtype=dtype)
+def test_bf16_onednn_fallback_matches_torch(monkeypatch, bias, shape):
+    monkeypatch.setattr(cpu_kernels, "bf16_matvec", lambda: None)
+    linear, x = linear_and_input(torch.bfloat16, FEATURES[0], bias, shape)
     with torch.inference_mode():
-        torch.testing.assert_close(PackedLinear(linear)(x), linear(x), atol=tolerance, rtol=tolerance)
+        packed = PackedLinear(linear)
+        assert packed.kernel is None
+        assert torch.equal(packed(x), linear(x))
 
 
-@pytest.mark.skipif(not packing_supported(torch.float32, CPU), reason="this torch has no oneDNN")
-def test_packed_float32_rows_do_not_depend_on_the_batch():
+@pytest.mark.skipif("avx512_bf16" not in cpu_flags(), reason="this CPU has no AVX512-BF16")
+@NATIVE_BF16
+def test_bf16_kernel_builds_where_the_cpu_has_avx512_bf16():
+    assert bf16_matvec() is not None, "see the warning logged by models.cpu_kernels"
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pytest.param(torch.bfloat16, marks=NATIVE_BF16),
+        pytest.param(
+            torch.float32, marks=pytest.mark.skipif(not packing_supported(torch.float32, CPU), reason="no oneDNN")
+        ),
+    ],
+)
+def test_packed_rows_do_not_depend_on_the_batch(dtype):
+    """From two rows up, a row's result is the same whatever the other rows (one row alone may
+    sum in another order: oneDNN's one-row kernel)."""
     torch.manual_seed(0)
-    packed = PackedLinear(nn.Linear(1024, 512, bias=False))
-    x = torch.randn(300, 1024)
+    packed = PackedLinear(nn.Linear(2048, 512, bias=False).to(dtype))
+    x = torch.randn(300, 2048, dtype=dtype)
     with torch.inference_mode():
         pair = packed(x[:2])
-        for rows in (3, 16, 17, 300):
+        for rows in (3, 8, 9, 16, 17, 300):
             assert torch.equal(packed(x[:rows])[:2], pair), f"{rows} rows"
 
 

@@ -9,13 +9,13 @@ MKL GEMM with AVX-512 (about 1.3 times with AVX2) at the same one-row speed. So 
 model on CPU swaps each `nn.Linear` for a `PackedLinear` holding the packed weight (same memory;
 the plain weight is released).
 
-bfloat16 on a CPU with AVX512-BF16 goes one step further when a C++ compiler is at hand: the
-kernel in `csrc/bf16_matvec.cpp` (built on first use by torch's extension loader, cached under
-`TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads a weight laid out as one
-contiguous stream and computes each row in oneDNN's one-row order. On one core of the build
-machine it reads weights 1.8-2.9 times faster than oneDNN's one-row kernel, is as fast at 16 rows
-and at prefill sizes, and every row is bit-identical to torch's one-row product whatever else is in
-the batch. Where it cannot be built, bfloat16 runs on oneDNN's packed weights as before.
+bfloat16 on a CPU with AVX512-BF16 (and no AMX) goes one step further where a C++ compiler is at hand: the
+kernel in `csrc/bf16_matvec.cpp` (built on first use by torch's extension loader, about 30 s, and
+cached under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads each weight as one
+contiguous stream and sums in oneDNN's order. On one core of the build machine it reads weights
+1.8-2.9 times faster than oneDNN's one-row kernel and is as fast at 16 rows and at prefill sizes;
+its results are bit-identical to torch's, so greedy codes do not change. Where it cannot be built
+(no compiler, as in the CPU images) bfloat16 runs on oneDNN's packed weights, with a warning.
 
 The float32 packed kernel accumulates in another order than MKL's, so its results differ from
 torch's (and the reference's) in the last bits, at most a few 1e-6 on the model's products; the
@@ -62,21 +62,26 @@ def packing_supported(dtype: torch.dtype, device: torch.device) -> bool:
     return dtype == torch.float32 and device.type == "cpu" and torch.backends.mkldnn.is_available()
 
 
+def bf16_kernel_cpu() -> bool:
+    """Whether this CPU suits the bfloat16 kernel: AVX512-BF16 without AMX (with AMX oneDNN sums
+    in tiles, in another order, and its batched products are far faster)."""
+    return torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported()
+
+
 @functools.cache
 def bf16_matvec():
-    """The compiled bfloat16 kernel of `csrc/bf16_matvec.cpp`, or None where this CPU has no
-    AVX512-BF16 or the kernel cannot be built (no C++ compiler or ninja): bfloat16 then runs on
-    oneDNN's packed weights. The first call in a fresh environment compiles it (about 30 s)."""
-    if not native_bf16(torch.device("cpu")):
+    """The compiled bfloat16 kernel of `csrc/bf16_matvec.cpp`, or None where the CPU does not
+    suit it or it cannot be built (no C++ compiler or ninja): bfloat16 then runs on oneDNN's
+    packed weights. The first call in a fresh environment compiles it (about 30 s)."""
+    if not (native_bf16(torch.device("cpu")) and bf16_kernel_cpu()):
         return None
     try:
         from torch.utils.cpp_extension import load
 
-        module = load("qwentts_bf16_matvec", [str(BF16_MATVEC_SOURCE)], extra_cflags=["-O3"])
+        return load("qwentts_bf16_matvec", [str(BF16_MATVEC_SOURCE)], extra_cflags=["-O3"])
     except Exception as error:  # any build failure leaves the oneDNN kernels, which are correct
         logger.warning("bfloat16 matvec kernel not built (%s); using oneDNN's", error)
         return None
-    return module if module.supported() else None
 
 
 class PackedLinear(nn.Module):

@@ -1,4 +1,5 @@
-// bfloat16 products of a few rows with a weight matrix, for decode steps on CPUs with AVX512-BF16.
+// bfloat16 products of rows with a weight matrix, for decode steps on CPUs with AVX512-BF16.
+// models/cpu_kernels.py builds it and decides where it runs.
 //
 // At a handful of rows a decode step only streams weights, and oneDNN's kernels read them at
 // 11-15 GB/s on one core of the build machine, where a plain read runs at 20-24. Here the weight
@@ -78,11 +79,6 @@ constexpr RowsProduct kRowsProduct[kMaxRows] = {
 
 }  // namespace
 
-bool supported() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
-}
-
 // weight (N, K) bfloat16 -> the blocked layout above, N padded to a multiple of kBlock.
 torch::Tensor pack(const torch::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kBFloat16, "pack: a 2-D bfloat16 weight");
@@ -123,7 +119,6 @@ torch::Tensor product(
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("supported", &supported, "whether this CPU runs the kernel (AVX512-BF16)");
   m.def("pack", &pack, "a bfloat16 weight in the kernel's layout");
   m.def("product", &product, "rows times a packed weight");
 }

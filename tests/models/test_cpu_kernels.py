@@ -1,25 +1,17 @@
 """Packed linears and the bfloat16 kernel: bfloat16 bit-identical to torch's; float32 within
 rounding of torch's; from two rows up, a row's result independent of the other rows."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from models import cpu_kernels
-from models.cpu_kernels import PackedLinear, bf16_matvec, pack_linears, packing_supported
+from models.cpu_kernels import PackedLinear, bf16_kernel_cpu, bf16_matvec, pack_linears, packing_supported
 
 CPU = torch.device("cpu")
 SHAPES = [(1, 1), (3, 1), (1, 7), (16,), (19,)]  # leading dimensions of the input
-FEATURES = [(96, 80), (1100, 100)]  # (in, out): one span of the bf16 kernel and three, padded outputs
+FEATURES = [(96, 80), (1100, 100)]  # (in, out): one span of the bf16 kernel's sums and several; padded outputs
 NATIVE_BF16 = pytest.mark.skipif(not packing_supported(torch.bfloat16, CPU), reason="no native bfloat16 here")
-
-
-def cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    return {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def linear_and_input(dtype, features, bias, shape):
@@ -45,7 +37,7 @@ def test_packed_float32_within_rounding_of_torch(bias, features, shape):
 def test_bf16_kernel_matches_torch(bias, features, shape):
     """Bit-identical to torch's product of the same rows (so greedy codes are unchanged)."""
     if bf16_matvec() is None:
-        pytest.skip("the bfloat16 kernel is not built here (test_bf16_kernel_builds_... says why)")
+        pytest.skip("the bfloat16 kernel is not built here (test_bf16_kernel_builds_where_the_cpu_suits_it says why)")
     linear, x = linear_and_input(torch.bfloat16, features, bias, shape)
     with torch.inference_mode():
         packed = PackedLinear(linear)
@@ -65,9 +57,9 @@ def test_bf16_onednn_fallback_matches_torch(monkeypatch, bias, shape):
         assert torch.equal(packed(x), linear(x))
 
 
-@pytest.mark.skipif("avx512_bf16" not in cpu_flags(), reason="this CPU has no AVX512-BF16")
+@pytest.mark.skipif(not bf16_kernel_cpu(), reason="this CPU does not suit the bfloat16 kernel")
 @NATIVE_BF16
-def test_bf16_kernel_builds_where_the_cpu_has_avx512_bf16():
+def test_bf16_kernel_builds_where_the_cpu_suits_it():
     assert bf16_matvec() is not None, "see the warning logged by models.cpu_kernels"
 
 

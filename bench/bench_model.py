@@ -25,8 +25,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import torch
+
 from bench.codec_stream import measure_stream_decode
 from bench.report import machine, write_section
+from models.cpu_kernels import bf16_matvec, packing_supported
 from models.engine.scheduler import SchedulerLimits
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from models.tts import Qwen3TTS
@@ -51,6 +54,14 @@ def checkpoint(preset: str) -> Path:
         else:
             write_checkpoint(path, "custom_voice", preset)
     return path
+
+
+def bf16_linears(device: str) -> str:
+    if device == "cpu" and bf16_matvec() is not None:
+        return "the project's kernel (models/csrc/bf16_matvec.cpp)"
+    if packing_supported(torch.bfloat16, torch.device(device)):
+        return "oneDNN's packed weights"
+    return "torch's own kernels"
 
 
 def frames_per_second(tts: Qwen3TTS, sessions: int, steps: int, warmup: int = 2, repeats: int = 2) -> float:
@@ -190,6 +201,7 @@ def main(argv=None) -> None:
         "",
         f"Machine: {machine(args.device)}.{emulated} Command: `make bench-model` "
         f"(`python -m bench.bench_model --preset {args.preset} --device {args.device}`).",
+        f"bfloat16 linears: {bf16_linears(args.device)}.",
         "Checkpoint: seeded random weights at the real 0.6B shape (28 talker layers, 5 predictor layers,",
         "8 codec layers; toy text vocabulary). One frame is 80 ms of audio. Reference: qwen-tts 0.1.1",
         "on the same weights and text, timed as the difference of two runs (prefill cancels out);",

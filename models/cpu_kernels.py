@@ -86,13 +86,14 @@ def bf16_matvec():
 
 class PackedLinear(nn.Module):
     """`nn.Linear` with its weight pre-packed for oneDNN, or for the bfloat16 kernel above where
-    it is built; inference only."""
+    it is built (unless `bf16_kernel` is False); inference only."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, bf16_kernel: bool = True):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
-        self.kernel = bf16_matvec() if weight.dtype == torch.bfloat16 and self.in_features % 2 == 0 else None
+        usable = bf16_kernel and weight.dtype == torch.bfloat16 and self.in_features % 2 == 0
+        self.kernel = bf16_matvec() if usable else None
         if self.kernel is not None:
             packed = self.kernel.pack(weight)
         else:

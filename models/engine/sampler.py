@@ -120,8 +120,15 @@ def gumbel_noise(seeds: torch.Tensor, draws: torch.Tensor, codebook: int, vocab:
     row = _mix32(_mix32(seeds ^ _mix32(draws * 16 + codebook)) ^ (seeds >> 32))
     codes = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
     bits = _mix32(row[:, None] ^ ((codes * _GOLDEN) & _MASK32))
-    uniform = (bits >> 8).to(torch.float32) * (2.0**-24) + 2.0**-25  # in (0, 1), 24 bits
-    return -torch.log(-torch.log(uniform))
+    return -torch.log(-torch.log(open_unit_interval(bits)))
+
+
+def open_unit_interval(bits: torch.Tensor) -> torch.Tensor:
+    """float32 uniforms strictly inside (0, 1) from 32-bit integers: the top 23 bits, centred in
+    their interval, so the largest is 1 - 2**-24, which float32 holds exactly. (24 bits plus
+    2**-25 round to 1.0 at the top: noise +inf, which turned a suppressed code's -inf score into
+    NaN, and argmax picks NaN.)"""
+    return ((bits >> 9).to(torch.float32) + 0.5) * 2.0**-23
 
 
 def _warp(

@@ -10,6 +10,7 @@ from models.engine.sampler import (
     SamplingParams,
     Warping,
     gumbel_noise,
+    open_unit_interval,
     param_rows,
     predictor_codes,
     suppressed_mask,
@@ -91,6 +92,19 @@ def test_noise_is_a_function_of_seed_draw_and_codebook():
     many = gumbel_noise(torch.arange(64), torch.zeros(64, dtype=torch.long), 3, 4096)
     assert abs(many.mean().item() - 0.5772) < 0.01
     assert abs(many.var().item() - math.pi**2 / 6) < 0.03
+
+
+def test_noise_is_finite_for_every_hash_value():
+    """Every value the hash's top 23 bits take (low bits set: the largest inputs) gives a uniform
+    strictly inside (0, 1), so the noise is finite and a suppressed code's -inf score stays -inf.
+    With 24 bits plus 2**-25 the top value rounded to 1.0: +inf noise, NaN, and argmax picked it."""
+    bits = (torch.arange(2**23, dtype=torch.int64) << 9) | 0x1FF
+    uniform = open_unit_interval(bits)
+    assert uniform.min() > 0 and uniform.max() < 1
+    assert bool((uniform[1:] > uniform[:-1]).all())  # no two values collapse into one
+    noise = -torch.log(-torch.log(uniform))
+    assert torch.isfinite(noise).all()
+    assert bool(torch.isneginf(float("-inf") + noise).all())
 
 
 @pytest.mark.parametrize(

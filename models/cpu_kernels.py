@@ -9,12 +9,13 @@ MKL GEMM with AVX-512 (about 1.3 times with AVX2) at the same one-row speed. So 
 model on CPU swaps each `nn.Linear` for a `PackedLinear` holding the packed weight (same memory;
 the plain weight is released).
 
-bfloat16 on a CPU with AVX512-BF16 (and no AMX) goes one step further where a C++ compiler is at hand: the
-kernel in `csrc/bf16_matvec.cpp` (built on first use by torch's extension loader, about 30 s, and
-cached under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads each weight as one
-contiguous stream and sums in oneDNN's order. On one core of the build machine it reads weights
-1.8-2.9 times faster than oneDNN's one-row kernel and is as fast at 16 rows and at prefill sizes;
-its results are bit-identical to torch's, so greedy codes do not change. Where it cannot be built
+bfloat16 on a CPU with AVX512-BF16 (and no AMX) goes one step further where a C++ compiler is at
+hand: the kernel in `csrc/bf16_matvec.cpp` (built on first use by torch's extension loader, about
+30 s, and cached under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads each
+weight as one contiguous stream and sums in oneDNN's order. On one core of the build machine it
+reads weights 1.4-1.9 times faster than oneDNN at 1-8 rows and is as fast at 16 rows and at
+prefill sizes (`make bench-linears`); its results are bit-identical to torch's, so greedy codes do
+not change. Where it cannot be built
 (no compiler, as in the CPU images) bfloat16 runs on oneDNN's packed weights, with a warning.
 
 The float32 packed kernel accumulates in another order than MKL's, so its results differ from

@@ -13,9 +13,8 @@ bfloat16 on a CPU with AVX512-BF16 (and no AMX) goes one step further where a C+
 hand: the kernel in `csrc/bf16_matvec.cpp` (built on first use by torch's extension loader, about
 30 s, and cached under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads each
 weight as one contiguous stream and sums in oneDNN's order. On one core of the build machine it
-reads weights 1.4-1.9 times faster than oneDNN at 1-8 rows and is as fast at 16 rows and at
-prefill sizes (`make bench-linears`); its results are bit-identical to torch's, so greedy codes do
-not change. Where it cannot be built
+reads weights 1.3-2.1 times faster than oneDNN at 1-8 rows and about as fast from 16 rows up
+(`make bench-linears`); its results are bit-identical to torch's, so greedy codes do not change. Where it cannot be built
 (no compiler, as in the CPU images) bfloat16 runs on oneDNN's packed weights, with a warning.
 
 The float32 packed kernel accumulates in another order than MKL's, so its results differ from
@@ -79,7 +78,12 @@ def bf16_matvec():
     try:
         from torch.utils.cpp_extension import load
 
-        return load("qwentts_bf16_matvec", [str(BF16_MATVEC_SOURCE)], extra_cflags=["-O3"])
+        return load(
+            "qwentts_bf16_matvec",
+            [str(BF16_MATVEC_SOURCE)],
+            extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for runs in parallel only under OpenMP
+            extra_ldflags=["-fopenmp"],
+        )
     except Exception as error:  # any build failure leaves the oneDNN kernels, which are correct
         logger.warning("bfloat16 matvec kernel not built (%s); using oneDNN's", error)
         return None

@@ -14,8 +14,9 @@ hand: the kernel in `csrc/bf16_matvec.cpp` (built on first use by torch's extens
 30 s, and cached under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads each
 weight as one contiguous stream and sums in oneDNN's order. On one core of the build machine it
 reads weights 1.3-2.1 times faster than oneDNN at 1-8 rows and about as fast from 16 rows up
-(`make bench-linears`); its results are bit-identical to torch's, so greedy codes do not change. Where it cannot be built
-(no compiler, as in the CPU images) bfloat16 runs on oneDNN's packed weights, with a warning.
+(`make bench-linears`); its results are bit-identical to torch's, so greedy codes do not change.
+Where it cannot be built (no compiler, as in the CPU images) bfloat16 runs on oneDNN's packed
+weights, with a warning.
 
 The float32 packed kernel accumulates in another order than MKL's, so its results differ from
 torch's (and the reference's) in the last bits, at most a few 1e-6 on the model's products; the

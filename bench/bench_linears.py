@@ -16,7 +16,7 @@ import time
 import torch
 
 from bench.report import machine, write_section
-from models.cpu_kernels import PackedLinear, bf16_matvec, packing_supported
+from models.cpu_kernels import PackedLinear, bf16_kernel_built, packing_supported
 
 # (out, in) of the 0.6B talker's and predictor's products: q/k/v merged, o, gate/up merged, down.
 SHAPES = [(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)]
@@ -49,7 +49,7 @@ def plain_read_gb_per_s() -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
-    if bf16_matvec() is None or not packing_supported(torch.bfloat16, torch.device("cpu")):
+    if not bf16_kernel_built() or not packing_supported(torch.bfloat16, torch.device("cpu")):
         raise SystemExit("the bfloat16 kernel does not run on this CPU (it needs AVX512-BF16 without AMX)")
     torch.manual_seed(0)
     ceiling = plain_read_gb_per_s()

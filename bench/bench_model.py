@@ -29,7 +29,7 @@ import torch
 
 from bench.codec_stream import measure_stream_decode
 from bench.report import machine, write_section
-from models.cpu_kernels import bf16_matvec, packing_supported
+from models.cpu_kernels import bf16_kernel_built, packing_supported
 from models.engine.scheduler import SchedulerLimits
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from models.tts import Qwen3TTS
@@ -57,7 +57,7 @@ def checkpoint(preset: str) -> Path:
 
 
 def bf16_linears(device: str) -> str:
-    if device == "cpu" and bf16_matvec() is not None:
+    if device == "cpu" and bf16_kernel_built():
         return "the project's kernel (models/csrc/bf16_matvec.cpp)"
     if packing_supported(torch.bfloat16, torch.device(device)):
         return "oneDNN's packed weights"

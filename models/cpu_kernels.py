@@ -70,24 +70,30 @@ def bf16_kernel_cpu() -> bool:
 
 
 @functools.cache
-def bf16_matvec():
-    """The compiled bfloat16 kernel of `csrc/bf16_matvec.cpp`, or None where the CPU does not
-    suit it or it cannot be built (no C++ compiler or ninja): bfloat16 then runs on oneDNN's
-    packed weights. The first call in a fresh environment compiles it (about 30 s)."""
+def bf16_kernel_built() -> bool:
+    """Whether `torch.ops.qwentts.bf16_product` (`csrc/bf16_matvec.cpp`) is here: False where
+    the CPU does not suit it or it cannot be built (no C++ compiler or ninja), and bfloat16 then
+    runs on oneDNN's packed weights. The first call in a fresh environment compiles it (~30 s)."""
     if not (native_bf16(torch.device("cpu")) and bf16_kernel_cpu()):
-        return None
+        return False
     try:
         from torch.utils.cpp_extension import load
 
-        return load(
+        load(
             "qwentts_bf16_matvec",
             [str(BF16_MATVEC_SOURCE)],
             extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for runs in parallel only under OpenMP
             extra_ldflags=["-fopenmp"],
+            is_python_module=False,  # it registers operators in the torch.ops.qwentts namespace
         )
     except Exception as error:  # any build failure leaves the oneDNN kernels, which are correct
         logger.warning("bfloat16 matvec kernel not built (%s); using oneDNN's", error)
-        return None
+        return False
+    # What torch.compile traces instead of running it: the output's shape.
+    torch.library.register_fake("qwentts::bf16_product")(
+        lambda x, packed, bias, out_features: x.new_empty((x.shape[0], out_features))
+    )
+    return True
 
 
 class PackedLinear(nn.Module):
@@ -99,21 +105,21 @@ class PackedLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
         usable = bf16_kernel and weight.dtype == torch.bfloat16 and self.in_features % 2 == 0
-        self.kernel = bf16_matvec() if usable else None
-        if self.kernel is not None:
-            packed = self.kernel.pack(weight)
+        self.uses_kernel = usable and bf16_kernel_built()
+        if self.uses_kernel:
+            packed = torch.ops.qwentts.bf16_pack(weight)
         else:
             packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACKED_FOR_ROWS)
         self.register_buffer("packed_weight", packed, persistent=False)
         bias = None if linear.bias is None else linear.bias.detach()
-        if self.kernel is not None and bias is not None:
+        if self.uses_kernel and bias is not None:
             bias = bias.float()  # the kernel adds it to the float32 sums, as oneDNN does
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x):
         flat = x.reshape(-1, self.in_features)
-        if self.kernel is not None:
-            out = self.kernel.product(flat, self.packed_weight, self.bias, self.out_features)
+        if self.uses_kernel:
+            out = torch.ops.qwentts.bf16_product(flat, self.packed_weight, self.bias, self.out_features)
         else:
             out = torch.ops.mkldnn._linear_pointwise(flat, self.packed_weight, self.bias, "none", [], "")
         return out.reshape(*x.shape[:-1], self.out_features)

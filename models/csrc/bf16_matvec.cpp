@@ -1,5 +1,6 @@
 // bfloat16 products of rows with a weight matrix, for decode steps on CPUs with AVX512-BF16.
-// models/cpu_kernels.py builds it and decides where it runs.
+// models/cpu_kernels.py builds it and decides where it runs; the operators are
+// torch.ops.qwentts.bf16_pack and torch.ops.qwentts.bf16_product (so torch.compile sees them).
 //
 // At a handful of rows a decode step only streams weights, and oneDNN's kernels read them at
 // 11-15 GB/s on one core of the build machine, where a plain read runs at 20-24. Here the weight
@@ -17,7 +18,8 @@
 
 #include <ATen/Parallel.h>
 #include <immintrin.h>
-#include <torch/extension.h>
+#include <torch/library.h>
+#include <torch/torch.h>
 
 namespace {
 
@@ -80,7 +82,7 @@ constexpr RowsProduct kRowsProduct[kMaxRows] = {
 }  // namespace
 
 // weight (N, K) bfloat16 -> the blocked layout above, N padded to a multiple of kBlock.
-torch::Tensor pack(const torch::Tensor& weight) {
+static torch::Tensor pack(const torch::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kBFloat16, "pack: a 2-D bfloat16 weight");
   const int64_t n = weight.size(0), k = weight.size(1);
   TORCH_CHECK(k % 2 == 0, "pack: an even number of inputs");
@@ -91,9 +93,9 @@ torch::Tensor pack(const torch::Tensor& weight) {
 }
 
 // x (M, K) bfloat16 times the packed weight of `out_features` outputs, plus an optional float32
-// bias -> (M, out_features) bfloat16.
-torch::Tensor product(
-    const torch::Tensor& x, const torch::Tensor& packed, const c10::optional<torch::Tensor>& bias,
+// bias -> (M, out_features) bfloat16, contiguous.
+static torch::Tensor product(
+    const torch::Tensor& x, const torch::Tensor& packed, const std::optional<torch::Tensor>& bias,
     int64_t out_features) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kBFloat16, "product: 2-D bfloat16 rows");
   const int64_t rows = x.size(0), k = x.size(1), padded = packed.size(0) * kBlock;
@@ -115,10 +117,15 @@ torch::Tensor product(
     const int64_t group = std::min<int64_t>(kMaxRows, rows - r);
     kRowsProduct[group - 1](x_pairs + r * (k / 2), weight, bias_data, k / 2, span / 2, y + r * padded, padded);
   }
-  return padded == out_features ? out : out.narrow(1, 0, out_features);
+  return padded == out_features ? out : out.narrow(1, 0, out_features).contiguous();
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("pack", &pack, "a bfloat16 weight in the kernel's layout");
-  m.def("product", &product, "rows times a packed weight");
+TORCH_LIBRARY(qwentts, m) {
+  m.def("bf16_pack(Tensor weight) -> Tensor");
+  m.def("bf16_product(Tensor x, Tensor packed, Tensor? bias, int out_features) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(qwentts, CPU, m) {
+  m.impl("bf16_pack", &pack);
+  m.impl("bf16_product", &product);
 }

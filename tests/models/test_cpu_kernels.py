@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.cpu_kernels import PackedLinear, bf16_kernel_cpu, bf16_matvec, pack_linears, packing_supported
+from models.cpu_kernels import PackedLinear, bf16_kernel_built, bf16_kernel_cpu, pack_linears, packing_supported
 
 CPU = torch.device("cpu")
 SHAPES = [(1, 1), (3, 1), (1, 7), (16,), (19,)]  # leading dimensions of the input
@@ -35,13 +35,25 @@ def test_packed_float32_within_rounding_of_torch(bias, features, shape):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_bf16_kernel_matches_torch(bias, features, shape):
     """Bit-identical to torch's product of the same rows (so greedy codes are unchanged)."""
-    if bf16_matvec() is None:
+    if not bf16_kernel_built():
         pytest.skip("the bfloat16 kernel is not built here (test_bf16_kernel_builds_where_the_cpu_suits_it says why)")
     linear, x = linear_and_input(torch.bfloat16, features, bias, shape)
     with torch.inference_mode():
         packed = PackedLinear(linear)
-        assert packed.kernel is not None
+        assert packed.uses_kernel
         assert torch.equal(packed(x), linear(x))
+
+
+@NATIVE_BF16
+def test_bf16_kernel_traces_in_one_graph():
+    """An operator with a shape function: torch.compile(fullgraph=True) takes it without a break."""
+    if not bf16_kernel_built():
+        pytest.skip("the bfloat16 kernel is not built here")
+    linear, x = linear_and_input(torch.bfloat16, FEATURES[1], True, (5,))
+    with torch.inference_mode():
+        packed = PackedLinear(linear)
+        compiled = torch.compile(packed, fullgraph=True, backend="aot_eager")
+        assert torch.equal(compiled(x), packed(x))
 
 
 @NATIVE_BF16
@@ -52,14 +64,14 @@ def test_bf16_onednn_packing_matches_torch(bias, shape):
     linear, x = linear_and_input(torch.bfloat16, FEATURES[0], bias, shape)
     with torch.inference_mode():
         packed = PackedLinear(linear, bf16_kernel=False)
-        assert packed.kernel is None
+        assert not packed.uses_kernel
         assert torch.equal(packed(x), linear(x))
 
 
 @pytest.mark.skipif(not bf16_kernel_cpu(), reason="this CPU does not suit the bfloat16 kernel")
 @NATIVE_BF16
 def test_bf16_kernel_builds_where_the_cpu_suits_it():
-    assert bf16_matvec() is not None, "see the warning logged by models.cpu_kernels"
+    assert bf16_kernel_built(), "see the warning logged by models.cpu_kernels"
 
 
 @pytest.mark.parametrize(

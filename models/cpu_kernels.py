@@ -113,7 +113,9 @@ class PackedLinear(nn.Module):
         self.register_buffer("packed_weight", packed, persistent=False)
         bias = None if linear.bias is None else linear.bias.detach()
         if self.uses_kernel and bias is not None:
-            bias = bias.float()  # the kernel adds it to the float32 sums, as oneDNN does
+            # The kernel adds it to the float32 sums, as oneDNN does, over the packed (padded) outputs.
+            padded_outputs = packed.shape[0] * packed.shape[2]
+            bias = nn.functional.pad(bias.float(), (0, padded_outputs - self.out_features))
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x):

@@ -3,7 +3,7 @@
 // torch.ops.qwentts.bf16_pack and torch.ops.qwentts.bf16_product (so torch.compile sees them).
 //
 // At a handful of rows a decode step only streams weights, and oneDNN's kernels read them at
-// 11-15 GB/s on one core of the build machine, where a plain read runs at 20-24. Here the weight
+// 11-15 GB/s on one core of the build machine, where a plain read runs at 18-24. Here the weight
 // is laid out so that one product is one contiguous read: `pack` stores it as
 // [N / kBlock][K / 2][kBlock][2] (zero rows pad N), so each step of the inner loop loads the
 // kBlock outputs' weights for two inputs and adds them into per-output float32 lanes with one
@@ -93,7 +93,7 @@ static torch::Tensor pack(const torch::Tensor& weight) {
 }
 
 // x (M, K) bfloat16 times the packed weight of `out_features` outputs, plus an optional float32
-// bias -> (M, out_features) bfloat16, contiguous.
+// bias padded like the weight (zeros after out_features) -> (M, out_features) bfloat16, contiguous.
 static torch::Tensor product(
     const torch::Tensor& x, const torch::Tensor& packed, const std::optional<torch::Tensor>& bias,
     int64_t out_features) {
@@ -101,13 +101,13 @@ static torch::Tensor product(
   const int64_t rows = x.size(0), k = x.size(1), padded = packed.size(0) * kBlock;
   TORCH_CHECK(packed.size(1) * 2 == k, "product: rows of ", k, " inputs against a weight of ", packed.size(1) * 2);
   const auto input = x.contiguous();
-  torch::Tensor padded_bias;
+  const float* bias_data = nullptr;
   if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == torch::kFloat && bias->numel() == out_features, "product: a float32 bias");
-    padded_bias = torch::zeros({padded}, bias->options());
-    padded_bias.narrow(0, 0, out_features).copy_(*bias);
+    TORCH_CHECK(
+        bias->scalar_type() == torch::kFloat && bias->is_contiguous() && bias->numel() == padded,
+        "product: a contiguous float32 bias of ", padded, " values (padded like the weight)");
+    bias_data = bias->data_ptr<float>();
   }
-  const float* bias_data = bias.has_value() ? padded_bias.data_ptr<float>() : nullptr;
   const int64_t span = rows == 1 || k <= 1024 ? 512 : 1024;
   auto out = torch::empty({rows, padded}, x.options());
   const auto* x_pairs = reinterpret_cast<const uint32_t*>(input.data_ptr());

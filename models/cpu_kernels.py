@@ -9,14 +9,16 @@ MKL GEMM with AVX-512 (about 1.3 times with AVX2) at the same one-row speed. So 
 model on CPU swaps each `nn.Linear` for a `PackedLinear` holding the packed weight (same memory;
 the plain weight is released).
 
-bfloat16 on a CPU with AVX512-BF16 (and no AMX) goes one step further where a C++ compiler is at
-hand: the kernel in `csrc/bf16_matvec.cpp` (built on first use by torch's extension loader, about
-30 s, and cached under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads each
-weight as one contiguous stream and sums in oneDNN's order. On one core of the build machine it
-reads weights 1.3-2.1 times faster than oneDNN at 1-8 rows and about as fast from 16 rows up
-(`make bench-linears`); its results are bit-identical to torch's, so greedy codes do not change.
-Where it cannot be built (no compiler, as in the CPU images) bfloat16 runs on oneDNN's packed
-weights, with a warning.
+bfloat16 goes one step further where a C++ compiler is at hand: the kernel in
+`csrc/bf16_matvec.cpp` (built on first use by torch's extension loader, about 30 s, and cached
+under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads each weight as one
+contiguous stream and sums in oneDNN's order. On CPUs with AVX512-BF16 (and no AMX) it uses their
+bfloat16 dot product, reads weights 1.3-2.1 times faster than oneDNN at 1-8 rows of one core of the
+build machine (`make bench-linears`), and its results are bit-identical to torch's, so greedy
+codes do not change. On AVX2 CPUs (and AVX-512 ones without BF16) it runs the same arithmetic in
+AVX2 with the same bits, where torch alone would convert bfloat16 in software; there it makes
+bfloat16 the faster dtype. Where it cannot be built (no compiler, as in the CPU images) bfloat16
+runs on oneDNN's packed weights where oneDNN computes bfloat16, with a warning.
 
 The float32 packed kernel accumulates in another order than MKL's, so its results differ from
 torch's (and the reference's) in the last bits, at most a few 1e-6 on the model's products; the
@@ -26,8 +28,11 @@ do not depend on the other rows of a product of two or more rows.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -36,6 +41,8 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 BF16_MATVEC_SOURCE = Path(__file__).parent / "csrc" / "bf16_matvec.cpp"
+BF16_KERNEL_NAME = "qwentts_bf16_matvec"
+PREBUILT_KERNEL_VARIABLE = "QWENTTS_BF16_KERNEL"  # path of the kernel's library, built beforehand
 
 # The batch size oneDNN lays a packed weight out for: the layout it picks for 16 rows serves one
 # row as fast as the one-row layout and 16 rows 20-25% faster (0.6B decode step, build machine).
@@ -43,57 +50,84 @@ PACKED_FOR_ROWS = 16
 
 
 def preferred_dtype(device: str) -> str:
-    """The faster dtype on `device`: bfloat16 on CUDA, and on a CPU that computes bfloat16 in
-    hardware (AVX512-BF16 or AMX, where oneDNN's packed kernels read half the bytes of float32);
-    float32 elsewhere (on an AVX2-only CPU bfloat16 is converted in software and measured slower)."""
+    """The faster dtype on `device`: bfloat16 on CUDA, and on a CPU where bfloat16 products read
+    half the bytes of float32 ones: where the kernel below is built (AVX2 or AVX-512), or where
+    oneDNN computes bfloat16 in hardware (AVX512-BF16 or AMX); float32 elsewhere (torch's own
+    bfloat16 products on an AVX2-only CPU convert in software and measured slower)."""
     if device == "cuda":
         return "bfloat16"
-    return "bfloat16" if native_bf16(torch.device(device)) else "float32"
+    return "bfloat16" if packing_supported(torch.bfloat16, torch.device(device)) else "float32"
 
 
 def native_bf16(device: torch.device) -> bool:
+    """Whether oneDNN computes bfloat16 on this CPU (AVX-512 or AMX)."""
     return (
         device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
 
 
 def packing_supported(dtype: torch.dtype, device: torch.device) -> bool:
+    if device.type != "cpu":
+        return False
     if dtype == torch.bfloat16:
-        return native_bf16(device)
-    return dtype == torch.float32 and device.type == "cpu" and torch.backends.mkldnn.is_available()
+        return bf16_kernel_built() or native_bf16(device)
+    return dtype == torch.float32 and torch.backends.mkldnn.is_available()
 
 
 def bf16_kernel_cpu() -> bool:
-    """Whether this CPU suits the bfloat16 kernel: AVX512-BF16 without AMX (with AMX oneDNN sums
-    in tiles, in another order, and its batched products are far faster)."""
-    return torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported()
+    """Whether this CPU suits the bfloat16 kernel: AVX2 or AVX-512 (AVX512-BF16 computes it in
+    hardware), and no AMX (with AMX oneDNN sums in tiles, in another order, and its batched
+    products are far faster)."""
+    return bf16_kernel_isa() is not None and not torch.cpu._is_amx_tile_supported()
+
+
+def bf16_kernel_isa() -> str | None:
+    """Which instructions the kernel runs on here, following torch's CPU capability (so
+    ATEN_CPU_CAPABILITY=avx2 picks AVX2 on an AVX-512 machine too); None where neither."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability == "AVX512" and torch.cpu._is_avx512_bf16_supported():
+        return "AVX512-BF16"
+    return "AVX2" if capability in ("AVX2", "AVX512") else None
 
 
 @functools.cache
 def bf16_kernel_built() -> bool:
     """Whether `torch.ops.qwentts.bf16_product` (`csrc/bf16_matvec.cpp`) is here: False where
     the CPU does not suit it or it cannot be built (no C++ compiler or ninja), and bfloat16 then
-    runs on oneDNN's packed weights. The first call in a fresh environment compiles it (~30 s)."""
-    if not (native_bf16(torch.device("cpu")) and bf16_kernel_cpu()):
+    runs on oneDNN's packed weights where the CPU has them, else on torch's kernels. The first
+    call in a fresh environment compiles it (~30 s), unless $QWENTTS_BF16_KERNEL names a library
+    built beforehand (`python -m models.cpu_kernels DIR`; the CPU images carry one)."""
+    if not bf16_kernel_cpu():
         return False
+    prebuilt = os.environ.get(PREBUILT_KERNEL_VARIABLE)
     try:
-        from torch.utils.cpp_extension import load
-
-        load(
-            "qwentts_bf16_matvec",
-            [str(BF16_MATVEC_SOURCE)],
-            extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for runs in parallel only under OpenMP
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,  # it registers operators in the torch.ops.qwentts namespace
-        )
+        if prebuilt:
+            torch.ops.load_library(prebuilt)
+        else:
+            build_bf16_kernel()
     except Exception as error:  # any build failure leaves the oneDNN kernels, which are correct
-        logger.warning("bfloat16 matvec kernel not built (%s); using oneDNN's", error)
+        logger.warning("bfloat16 matvec kernel not loaded (%s); using oneDNN's", error)
         return False
     # What torch.compile traces instead of running it: the output's shape.
     torch.library.register_fake("qwentts::bf16_product")(
         lambda x, packed, bias, out_features: x.new_empty((x.shape[0], out_features))
     )
     return True
+
+
+def build_bf16_kernel() -> Path:
+    """Compile the kernel (or find it up to date in torch's extension cache) and load it; returns
+    the library's path. It runs on any x86-64 CPU with AVX2: it picks its instructions at run time."""
+    from torch.utils.cpp_extension import _get_build_directory, load
+
+    load(
+        BF16_KERNEL_NAME,
+        [str(BF16_MATVEC_SOURCE)],
+        extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for runs in parallel only under OpenMP
+        extra_ldflags=["-fopenmp"],
+        is_python_module=False,  # it registers operators in the torch.ops.qwentts namespace
+    )
+    return Path(_get_build_directory(BF16_KERNEL_NAME, verbose=False)) / f"{BF16_KERNEL_NAME}.so"
 
 
 class PackedLinear(nn.Module):
@@ -137,3 +171,12 @@ def pack_linears(module: nn.Module) -> int:
         else:
             count += pack_linears(child)
     return count
+
+
+if __name__ == "__main__":
+    # The image builder's step: compile the kernel where a compiler is, for images without one.
+    parser = argparse.ArgumentParser(description="Build the bfloat16 kernel into DIR (prints its path).")
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args()
+    args.directory.mkdir(parents=True, exist_ok=True)
+    print(shutil.copy(build_bf16_kernel(), args.directory))

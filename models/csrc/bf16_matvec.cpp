@@ -1,4 +1,4 @@
-// bfloat16 products of rows with a weight matrix, for decode steps on CPUs with AVX512-BF16.
+// bfloat16 products of rows with a weight matrix, for decode steps on CPUs with AVX2 or AVX-512.
 // models/cpu_kernels.py builds it and decides where it runs; the operators are
 // torch.ops.qwentts.bf16_pack and torch.ops.qwentts.bf16_product (so torch.compile sees them).
 //
@@ -15,16 +15,26 @@
 // inputs and 1024 beyond. So the results are bit-identical to torch's and oneDNN's on that CPU
 // (greedy codes unchanged), and as there, a row of a product of two or more rows does not depend
 // on the other rows.
+//
+// CPUs without AVX512-BF16 (AVX2 ones, and AVX-512 ones before Cooper Lake / Zen 4) run the same
+// arithmetic in AVX2: VDPBF16PS adds, per lane, the odd input's product and then the even one's,
+// each rounded to float32 (a product of two bfloat16 values is exact in float32), with denormals
+// flushed; so two FMAs per pair under FTZ/DAZ give the same bits on every CPU. Which one runs
+// follows torch's CPU capability (ATEN_CPU_CAPABILITY=avx2 picks AVX2 here too).
 
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <immintrin.h>
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <optional>
+
 namespace {
 
-constexpr int64_t kBlock = 32;  // outputs per block: two 16-lane accumulators per row
-constexpr int kMaxRows = 8;     // rows per pass over the weight (16 accumulators at most)
+constexpr int64_t kBlock = 32;  // outputs per block: two 16-lane accumulators per row (four 8-lane in AVX2)
+constexpr int kMaxRows = 8;     // rows per pass over a block in AVX-512 (16 accumulators at most)
+constexpr int kMaxRowsAvx2 = 2;  // in AVX2: 8 accumulators and the rows' inputs fill its 16 registers
 
 template <int Rows>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_products(
@@ -61,23 +71,109 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_products(
   }
 }
 
+// Eight float32 sums to bfloat16 as VCVTNEPS2BF16 rounds them: to nearest even, NaNs kept quiet
+// (no denormal sums arrive: they are flushed).
+__attribute__((target("avx2,fma"))) __m128i round_to_bf16(__m256 sum) {
+  const __m256i bits = _mm256_castps_si256(sum);
+  const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(
+      _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lowest_kept)), 16);
+  const __m256i quiet_nan = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+  const __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(sum, sum, _CMP_UNORD_Q));
+  const __m256i halves = _mm256_blendv_epi8(rounded, quiet_nan, is_nan);
+  // 32-bit lanes holding 16-bit values -> eight 16-bit values in order
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(halves, halves), 0b1000));
+}
+
+// block_products in AVX2: each 32-bit lane of the packed weight holds an (even, odd) input pair of
+// one output, so the pair splits into two float32 vectors with a shift and a mask.
 template <int Rows>
-void rows_product(
+__attribute__((target("avx2,fma"))) void block_products_avx2(
     const uint32_t* x_pairs, const uint16_t* weight, const float* bias, int64_t pairs, int64_t span_pairs,
-    uint16_t* out, int64_t padded) {
+    uint16_t* out, int64_t out_stride) {
+  constexpr int kChunks = kBlock / 8;
+  const __m256i odd_half = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m256 total[Rows][kChunks];
+  for (int r = 0; r < Rows; ++r)
+    for (int c = 0; c < kChunks; ++c) total[r][c] = _mm256_setzero_ps();
+  for (int64_t start = 0; start < pairs; start += span_pairs) {
+    __m256 span[Rows][kChunks];
+    for (int r = 0; r < Rows; ++r)
+      for (int c = 0; c < kChunks; ++c) span[r][c] = _mm256_setzero_ps();
+    const int64_t stop = std::min<int64_t>(pairs, start + span_pairs);
+    for (int64_t p = start; p < stop; ++p) {
+      __m256 x_even[Rows], x_odd[Rows];
+      for (int r = 0; r < Rows; ++r) {
+        const uint32_t pair = x_pairs[r * pairs + p];
+        x_even[r] = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(pair << 16)));
+        x_odd[r] = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(pair & 0xFFFF0000u)));
+      }
+      const uint16_t* w = weight + p * 2 * kBlock;
+      for (int c = 0; c < kChunks; ++c) {
+        const __m256i w_pairs = _mm256_loadu_si256((const __m256i*)(w + c * 16));
+        const __m256 w_even = _mm256_castsi256_ps(_mm256_slli_epi32(w_pairs, 16));
+        const __m256 w_odd = _mm256_castsi256_ps(_mm256_and_si256(w_pairs, odd_half));
+        for (int r = 0; r < Rows; ++r) {
+          span[r][c] = _mm256_fmadd_ps(w_odd, x_odd[r], span[r][c]);
+          span[r][c] = _mm256_fmadd_ps(w_even, x_even[r], span[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < Rows; ++r)
+      for (int c = 0; c < kChunks; ++c) total[r][c] = _mm256_add_ps(total[r][c], span[r][c]);
+  }
+  for (int r = 0; r < Rows; ++r) {
+    for (int c = 0; c < kChunks; ++c) {
+      __m256 sum = total[r][c];
+      if (bias != nullptr) sum = _mm256_add_ps(sum, _mm256_loadu_ps(bias + c * 8));
+      _mm_storeu_si128((__m128i*)(out + r * out_stride + c * 8), round_to_bf16(sum));
+    }
+  }
+}
+
+// VDPBF16PS's denormal handling (flush to zero, inputs as zero) for the AVX2 path, per thread.
+class FlushDenormals {
+ public:
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned int saved_;
+};
+
+using BlockProducts = void (*)(const uint32_t*, const uint16_t*, const float*, int64_t, int64_t, uint16_t*, int64_t);
+constexpr BlockProducts kDotProducts[kMaxRows] = {
+    block_products<1>, block_products<2>, block_products<3>, block_products<4>,
+    block_products<5>, block_products<6>, block_products<7>, block_products<8>};
+constexpr BlockProducts kAvx2Products[kMaxRowsAvx2] = {block_products_avx2<1>, block_products_avx2<2>};
+
+// The rows times every block of the weight; the row groups run over one block while it is in cache.
+template <bool Dot>
+void rows_product(
+    const uint32_t* x_pairs, const uint16_t* weight, const float* bias, int64_t rows, int64_t pairs,
+    int64_t span_pairs, uint16_t* out, int64_t padded) {
+  constexpr int max_rows = Dot ? kMaxRows : kMaxRowsAvx2;
+  const BlockProducts* products = Dot ? kDotProducts : kAvx2Products;
   at::parallel_for(0, padded / kBlock, 1, [&](int64_t begin, int64_t end) {
+    std::optional<FlushDenormals> flushed;
+    if (!Dot) flushed.emplace();
     for (int64_t b = begin; b < end; ++b) {
       const float* block_bias = bias == nullptr ? nullptr : bias + b * kBlock;
       const uint16_t* block_weight = weight + b * pairs * 2 * kBlock;
-      block_products<Rows>(x_pairs, block_weight, block_bias, pairs, span_pairs, out + b * kBlock, padded);
+      for (int64_t r = 0; r < rows; r += max_rows) {
+        const int64_t group = std::min<int64_t>(max_rows, rows - r);
+        products[group - 1](
+            x_pairs + r * pairs, block_weight, block_bias, pairs, span_pairs, out + r * padded + b * kBlock, padded);
+      }
     }
   });
 }
 
-using RowsProduct = void (*)(const uint32_t*, const uint16_t*, const float*, int64_t, int64_t, uint16_t*, int64_t);
-constexpr RowsProduct kRowsProduct[kMaxRows] = {
-    rows_product<1>, rows_product<2>, rows_product<3>, rows_product<4>,
-    rows_product<5>, rows_product<6>, rows_product<7>, rows_product<8>};
+// VDPBF16PS where the CPU has it and torch's capability allows AVX-512; AVX2 otherwise.
+bool dot_instruction() {
+  static const bool usable = at::get_cpu_capability() == "AVX512" && __builtin_cpu_supports("avx512bf16");
+  return usable;
+}
 
 }  // namespace
 
@@ -113,10 +209,8 @@ static torch::Tensor product(
   const auto* x_pairs = reinterpret_cast<const uint32_t*>(input.data_ptr());
   const auto* weight = reinterpret_cast<const uint16_t*>(packed.data_ptr());
   auto* y = reinterpret_cast<uint16_t*>(out.data_ptr());
-  for (int64_t r = 0; r < rows; r += kMaxRows) {
-    const int64_t group = std::min<int64_t>(kMaxRows, rows - r);
-    kRowsProduct[group - 1](x_pairs + r * (k / 2), weight, bias_data, k / 2, span / 2, y + r * padded, padded);
-  }
+  const auto rows_product_here = dot_instruction() ? rows_product<true> : rows_product<false>;
+  rows_product_here(x_pairs, weight, bias_data, rows, k / 2, span / 2, y, padded);
   return padded == out_features ? out : out.narrow(1, 0, out_features).contiguous();
 }
 

@@ -1,16 +1,37 @@
-"""Packed linears and the bfloat16 kernel: bfloat16 bit-identical to torch's; float32 within
-rounding of torch's; from two rows up, a row's result independent of the other rows."""
+"""Packed linears and the bfloat16 kernel: the kernel sums in its stated order on AVX2 and on
+AVX512-BF16 (the same bits), which there is torch's and oneDNN's; oneDNN's bfloat16 bit-identical
+to torch's; float32 within rounding of torch's; from two rows up, a row's result independent of
+the other rows."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from models.cpu_kernels import PackedLinear, bf16_kernel_built, bf16_kernel_cpu, pack_linears, packing_supported
+from models.cpu_kernels import (
+    PREBUILT_KERNEL_VARIABLE,
+    PackedLinear,
+    bf16_kernel_built,
+    bf16_kernel_cpu,
+    bf16_kernel_isa,
+    native_bf16,
+    pack_linears,
+    packing_supported,
+)
 
+ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 SHAPES = [(1, 1), (3, 1), (1, 7), (16,), (19,)]  # leading dimensions of the input
 FEATURES = [(96, 80), (1100, 100)]  # (in, out): one span of the bf16 kernel's sums and several; padded outputs
-NATIVE_BF16 = pytest.mark.skipif(not packing_supported(torch.bfloat16, CPU), reason="no native bfloat16 here")
+KERNEL_FEATURES = [*FEATURES, (2100, 64)]  # and one past 1024 inputs (longer spans from two rows up)
+NATIVE_BF16 = pytest.mark.skipif(not native_bf16(CPU), reason="oneDNN computes no bfloat16 here")
+KERNEL = pytest.mark.skipif(
+    not bf16_kernel_built(), reason="the bfloat16 kernel is not built here (see test_bf16_kernel_builds_where...)"
+)
 
 
 def linear_and_input(dtype, features, bias, shape):
@@ -29,26 +50,116 @@ def test_packed_float32_within_rounding_of_torch(bias, features, shape):
         torch.testing.assert_close(PackedLinear(linear)(x), linear(x), atol=1e-5, rtol=1e-6)
 
 
-@NATIVE_BF16
+def in_kernel_order(x, weight, bias):
+    """The kernel's arithmetic written out: per output, the input pairs in order, the odd input's
+    product added before the even one's (products of bfloat16 values are exact in float32, each
+    sum rounded to float32), within spans of 512 inputs (1024 past 1024 inputs from two rows up);
+    the spans' sums added in order, then the bias; one rounding to bfloat16."""
+    x, weight = x.float(), weight.float()
+    inputs = x.shape[1]
+    span = 512 if x.shape[0] == 1 or inputs <= 1024 else 1024
+    total = torch.zeros(x.shape[0], weight.shape[0])
+    for start in range(0, inputs, span):
+        partial = torch.zeros_like(total)
+        for i in range(start, min(inputs, start + span), 2):
+            partial = partial + x[:, i + 1 : i + 2] * weight[:, i + 1]
+            partial = partial + x[:, i : i + 1] * weight[:, i]
+        total = total + partial
+    return (total if bias is None else total + bias.float()).bfloat16()
+
+
+def cancelling_input(rows, features):
+    """Rows and a weight on which the order of a sum shows in bfloat16: each pair of odd inputs'
+    products cancels exactly, and the even inputs' products are 2**-16 as large, so each of them is
+    rounded at the large products' scale or not depending on when it is added (random rows and
+    weights sum exactly in float32 nearly always: products of bfloat16 values have few bits)."""
+    torch.manual_seed(0)
+    x = torch.randn(rows, features[0]) * 2.0**-16
+    x[:, 1::2] = torch.randn(rows, features[0] // 4).repeat_interleave(2, dim=1)
+    weight = torch.randn(features[1], features[0])
+    weight[:, 3::4] = -weight[:, 1::4]
+    return x.bfloat16(), weight.bfloat16()
+
+
+def swap_pairs(t):
+    return t.view(*t.shape[:-1], -1, 2).flip(-1).reshape(t.shape)
+
+
+def assert_kernel_sums_in_its_order():
+    for features in KERNEL_FEATURES:
+        for bias in (False, True):
+            for rows in (1, 2, 3, 9, 19):
+                linear = nn.Linear(*features, bias=bias).bfloat16()
+                x, weight = cancelling_input(rows, features)
+                with torch.inference_mode():
+                    linear.weight.copy_(weight)
+                    if bias:  # at the sums' scale, so that it does not hide them
+                        linear.bias.mul_(2.0**-16)
+                    packed = PackedLinear(linear)
+                    assert packed.uses_kernel
+                    expected = in_kernel_order(x, weight, linear.bias)
+                    case = f"{features} bias={bias} rows={rows}"
+                    assert torch.equal(packed(x), expected), case
+                    # the input tells orders apart: even inputs first gives other bits
+                    assert not torch.equal(in_kernel_order(swap_pairs(x), swap_pairs(weight), linear.bias), expected)
+
+
+@KERNEL
+def test_bf16_kernel_sums_in_its_order():
+    assert_kernel_sums_in_its_order()
+
+
+@pytest.mark.skipif(bf16_kernel_isa() != "AVX512-BF16", reason="needs both paths: an AVX512-BF16 CPU")
+@KERNEL
+def test_bf16_kernel_avx2_path_gives_the_same_bits():
+    """The AVX2 path (what runs on AVX2-only CPUs), chosen here through torch's CPU capability."""
+    check = (
+        "from models.cpu_kernels import bf16_kernel_isa\n"
+        "from tests.models.test_cpu_kernels import assert_kernel_sums_in_its_order\n"
+        "assert bf16_kernel_isa() == 'AVX2', bf16_kernel_isa()\n"
+        "assert_kernel_sums_in_its_order()\n"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    subprocess.run([sys.executable, "-c", check], check=True, env=env, cwd=ROOT, timeout=300)
+
+
+@KERNEL
+def test_bf16_kernel_runs_prebuilt_where_no_compiler_is(tmp_path):
+    """What the CPU image does: the library built beforehand, named by QWENTTS_BF16_KERNEL, loaded
+    where nothing can be compiled."""
+    build = [sys.executable, "-m", "models.cpu_kernels", str(tmp_path / "kernels")]
+    library = subprocess.run(build, check=True, capture_output=True, text=True, cwd=ROOT, timeout=300).stdout.strip()
+    check = (
+        "from tests.models.test_cpu_kernels import assert_kernel_sums_in_its_order\nassert_kernel_sums_in_its_order()\n"
+    )
+    extensions = tmp_path / "extensions"
+    env = {**os.environ, PREBUILT_KERNEL_VARIABLE: library, "PATH": "", "TORCH_EXTENSIONS_DIR": str(extensions)}
+    subprocess.run([sys.executable, "-c", check], check=True, env=env, cwd=ROOT, timeout=300)
+    assert not extensions.exists(), "compiled it again"
+
+
+@pytest.mark.skipif(bf16_kernel_isa() != "AVX512-BF16", reason="the kernel matches oneDNN's order on AVX512-BF16")
+@KERNEL
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("features", [*FEATURES, (2100, 64)])  # and one past 1024 inputs
+@pytest.mark.parametrize("features", KERNEL_FEATURES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_bf16_kernel_matches_torch(bias, features, shape):
-    """Bit-identical to torch's product of the same rows (so greedy codes are unchanged)."""
-    if not bf16_kernel_built():
-        pytest.skip("the bfloat16 kernel is not built here (test_bf16_kernel_builds_where_the_cpu_suits_it says why)")
+    """Bit-identical to torch's product of the same rows (so greedy codes are unchanged), on
+    random rows and on rows where the order of the sums shows."""
     linear, x = linear_and_input(torch.bfloat16, features, bias, shape)
+    cancelling, weight = cancelling_input(x[..., 0].numel(), features)
     with torch.inference_mode():
         packed = PackedLinear(linear)
         assert packed.uses_kernel
         assert torch.equal(packed(x), linear(x))
+        linear.weight.copy_(weight)
+        packed = PackedLinear(linear)
+        assert torch.equal(packed(cancelling), linear(cancelling))
 
 
-@NATIVE_BF16
+@KERNEL
 def test_bf16_kernel_traces_in_one_graph():
     """An operator with a shape function: torch.compile(fullgraph=True) takes it without a break."""
-    if not bf16_kernel_built():
-        pytest.skip("the bfloat16 kernel is not built here")
     linear, x = linear_and_input(torch.bfloat16, FEATURES[1], True, (5,))
     with torch.inference_mode():
         packed = PackedLinear(linear)
@@ -69,7 +180,6 @@ def test_bf16_onednn_packing_matches_torch(bias, shape):
 
 
 @pytest.mark.skipif(not bf16_kernel_cpu(), reason="this CPU does not suit the bfloat16 kernel")
-@NATIVE_BF16
 def test_bf16_kernel_builds_where_the_cpu_suits_it():
     assert bf16_kernel_built(), "see the warning logged by models.cpu_kernels"
 
@@ -77,7 +187,10 @@ def test_bf16_kernel_builds_where_the_cpu_suits_it():
 @pytest.mark.parametrize(
     "dtype",
     [
-        pytest.param(torch.bfloat16, marks=NATIVE_BF16),
+        pytest.param(
+            torch.bfloat16,
+            marks=pytest.mark.skipif(not packing_supported(torch.bfloat16, CPU), reason="no packed bfloat16 here"),
+        ),
         pytest.param(
             torch.float32, marks=pytest.mark.skipif(not packing_supported(torch.float32, CPU), reason="no oneDNN")
         ),

@@ -88,6 +88,7 @@ bench-engine: $(STAMP)
 # The bfloat16 CPU kernel (models/csrc/) against oneDNN on the 0.6B weight shapes, 1-512 rows (a minute).
 bench-linears: $(STAMP)
 	$(PY) -m bench.bench_linears
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m bench.bench_linears
 
 clean:
 	rm -rf $(VENV) .venv-ref var .pytest_cache

@@ -1,5 +1,9 @@
 """CPU linear kernels (`make bench-linears`): the bfloat16 kernel of models/csrc/bf16_matvec.cpp
-against oneDNN's packed weights, on the 0.6B model's weight shapes, at 1 to 512 rows.
+against what bfloat16 runs on without it (oneDNN's packed weights where oneDNN computes bfloat16,
+else torch's own product) and against float32 on oneDNN's packed weights (the other dtype), on the
+0.6B model's weight shapes, at 1 to 512 rows. With ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2 it measures the kernel's AVX2 path and an AVX2-only CPU's alternatives
+(`make bench-linears` runs both).
 
 Each measurement cycles through 12 distinct weights (more than the last-level cache holds), so
 every product reads its weight from memory, as in a decode step. Prints microseconds per product
@@ -11,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import time
 
 import torch
 
 from bench.report import machine, write_section
-from models.cpu_kernels import PackedLinear, bf16_kernel_built
+from models.cpu_kernels import PackedLinear, bf16_kernel_built, bf16_kernel_isa, native_bf16
 
 # (out, in) of the 0.6B talker's and predictor's products: q/k/v merged, o, gate/up merged, down.
 SHAPES = [(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)]
@@ -50,43 +55,56 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
     if not bf16_kernel_built():
-        raise SystemExit("the bfloat16 kernel is not built here: it needs AVX512-BF16 without AMX, and g++")
+        raise SystemExit("the bfloat16 kernel is not built here: it needs AVX2 (and no AMX), g++ and ninja")
     torch.manual_seed(0)
     ceiling = plain_read_gb_per_s()
-    print(f"plain read: {ceiling:.1f} GB/s")
+    isa = bf16_kernel_isa()
+    onednn_bf16 = native_bf16(torch.device("cpu"))
+    without = "oneDNN packed" if onednn_bf16 else "torch's"
+    print(f"kernel on {isa}; plain read: {ceiling:.1f} GB/s")
+    emulated = os.environ.get("ATEN_CPU_CAPABILITY")
     lines = [
-        "## CPU linear kernels (bfloat16, 0.6B shapes)",
+        f"## CPU linear kernels (bfloat16, 0.6B shapes): the kernel on {isa}",
         "",
-        f"Machine: {machine('cpu')}. Command: `make bench-linears` (`python -m bench.bench_linears`).",
+        f"Machine: {machine('cpu')}. Command: `make bench-linears` (`python -m bench.bench_linears`"
+        + (f", under ATEN_CPU_CAPABILITY={emulated} ONEDNN_MAX_CPU_ISA=AVX2)." if emulated else ")."),
         f"Each product reads its weight from memory (the call cycles through {WEIGHTS} weights). A plain read",
         f"(float32 sum of 256 MB) runs at {ceiling:.1f} GB/s here. Microseconds per product, and weight",
-        "GB/s in brackets; oneDNN is what bfloat16 ran on before the kernel (and still runs on",
-        "where the kernel cannot be built). Both give the same bits.",
+        f"GB/s in brackets. Without the kernel bfloat16 runs on {without} products here; float32 on",
+        "oneDNN's packed weights (reading twice the bytes) is the other dtype.",
         "",
-        "| out x in | rows | oneDNN packed us | kernel us | kernel speed-up |",
-        "|---|---|---|---|---|",
+        f"| out x in | rows | bfloat16, {without} us | float32 packed us | kernel us "
+        f"| kernel vs {without} | vs float32 |",
+        "|---|---|---|---|---|---|---|",
     ]
     with torch.inference_mode():
         for out_features, in_features in SHAPES:
-            linears = [torch.nn.Linear(in_features, out_features, bias=False).bfloat16() for _ in range(WEIGHTS)]
+            linears = [torch.nn.Linear(in_features, out_features, bias=False) for _ in range(WEIGHTS)]
+            float32 = [PackedLinear(linear) for linear in linears]
+            linears = [linear.bfloat16() for linear in linears]
             kernels = [PackedLinear(linear) for linear in linears]
-            onednn = [PackedLinear(linear, bf16_kernel=False) for linear in linears]
+            others = [PackedLinear(linear, bf16_kernel=False) for linear in linears] if onednn_bf16 else linears
             gigabytes = out_features * in_features * 2 / 1e9
             for rows in ROWS:
                 x = torch.randn(rows, in_features).bfloat16()
                 calls = max(1, 48 // max(1, rows // 16))
                 timed = {}
-                for name, layers in (("oneDNN", onednn), ("kernel", kernels)):
-                    timed[name] = seconds_per_call(functools.partial(apply_all, layers, x), calls) / WEIGHTS
+                for name, layers, rows_in in (
+                    ("other", others, x),
+                    ("float32", float32, x.float()),
+                    ("kernel", kernels, x),
+                ):
+                    timed[name] = seconds_per_call(functools.partial(apply_all, layers, rows_in), calls) / WEIGHTS
                 row = (
                     f"| {out_features} x {in_features} | {rows} "
-                    f"| {timed['oneDNN'] * 1e6:.0f} ({gigabytes / timed['oneDNN']:.1f}) "
+                    f"| {timed['other'] * 1e6:.0f} ({gigabytes / timed['other']:.1f}) "
+                    f"| {timed['float32'] * 1e6:.0f} ({2 * gigabytes / timed['float32']:.1f}) "
                     f"| {timed['kernel'] * 1e6:.0f} ({gigabytes / timed['kernel']:.1f}) "
-                    f"| {timed['oneDNN'] / timed['kernel']:.2f}x |"
+                    f"| {timed['other'] / timed['kernel']:.2f}x | {timed['float32'] / timed['kernel']:.2f}x |"
                 )
                 print(row, flush=True)
                 lines.append(row)
-    write_section("bench-linears-cpu", "\n".join(lines))
+    write_section(f"bench-linears-cpu{'-' + emulated if emulated else ''}", "\n".join(lines))
 
 
 if __name__ == "__main__":

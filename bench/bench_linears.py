@@ -2,8 +2,9 @@
 against what bfloat16 runs on without it (oneDNN's packed weights where oneDNN computes bfloat16,
 else torch's own product) and against float32 on oneDNN's packed weights (the other dtype), on the
 0.6B model's weight shapes, at 1 to 512 rows. With ATEN_CPU_CAPABILITY=avx2
-ONEDNN_MAX_CPU_ISA=AVX2 it measures the kernel's AVX2 path and an AVX2-only CPU's alternatives
-(`make bench-linears` runs both).
+ONEDNN_MAX_CPU_ISA=AVX2 it measures the kernel's AVX2 path and an AVX2-only CPU's alternatives;
+with ONEDNN_MAX_CPU_ISA=AVX512_CORE instead, those of an AVX-512 CPU without BF16 (Skylake-SP to
+Ice Lake), where oneDNN emulates bfloat16 (`make bench-linears` runs all three).
 
 Each measurement cycles through 12 distinct weights (more than the last-level cache holds), so
 every product reads its weight from memory, as in a decode step. Prints microseconds per product
@@ -62,12 +63,13 @@ def main(argv=None) -> None:
     onednn_bf16 = native_bf16(torch.device("cpu"))
     without = "oneDNN packed" if onednn_bf16 else "torch's"
     print(f"kernel on {isa}; plain read: {ceiling:.1f} GB/s")
-    emulated = os.environ.get("ATEN_CPU_CAPABILITY")
+    # Another CPU emulated on this one: torch's capability and oneDNN's instruction set, as set.
+    emulated = {name: os.environ[name] for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if name in os.environ}
     lines = [
         f"## CPU linear kernels (bfloat16, 0.6B shapes): the kernel on {isa}",
         "",
         f"Machine: {machine('cpu')}. Command: `make bench-linears` (`python -m bench.bench_linears`"
-        + (f", under ATEN_CPU_CAPABILITY={emulated} ONEDNN_MAX_CPU_ISA=AVX2)." if emulated else ")."),
+        + (f", under {' '.join(f'{k}={v}' for k, v in emulated.items())})." if emulated else ")."),
         f"Each product reads its weight from memory (the call cycles through {WEIGHTS} weights). A plain read",
         f"(float32 sum of 256 MB) runs at {ceiling:.1f} GB/s here. Microseconds per product, and weight",
         f"GB/s in brackets. Without the kernel bfloat16 runs on {without} products here; float32 on",
@@ -104,7 +106,8 @@ def main(argv=None) -> None:
                 )
                 print(row, flush=True)
                 lines.append(row)
-    write_section(f"bench-linears-cpu{'-' + emulated if emulated else ''}", "\n".join(lines))
+    emulated_cpu = emulated.get("ONEDNN_MAX_CPU_ISA", emulated.get("ATEN_CPU_CAPABILITY"))
+    write_section(f"bench-linears-cpu{'-' + emulated_cpu.lower() if emulated_cpu else ''}", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ bfloat16 goes one step further where a C++ compiler is at hand: the kernel in
 `csrc/bf16_matvec.cpp` (built on first use by torch's extension loader, about 30 s, and cached
 under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads each weight as one
 contiguous stream and sums in oneDNN's order. On CPUs with AVX512-BF16 (and no AMX) it uses their
-bfloat16 dot product, reads weights 1.3-2.1 times faster than oneDNN at 1-8 rows of one core of the
+bfloat16 dot product, reads weights 1.2-2.3 times faster than oneDNN at 1-8 rows of one core of the
 build machine (`make bench-linears`), and its results are bit-identical to torch's, so greedy
 codes do not change. On AVX2 CPUs (and AVX-512 ones without BF16) it runs the same arithmetic in
-AVX2 with the same bits, where torch alone would convert bfloat16 in software; there it makes
-bfloat16 the faster dtype. Where it cannot be built (no compiler, as in the CPU images) bfloat16
-runs on oneDNN's packed weights where oneDNN computes bfloat16, with a warning.
+AVX2 with the same bits, where torch alone would convert bfloat16 in software (and oneDNN, on
+AVX-512 without BF16, emulates it 2.3-5 times slower); there it makes bfloat16 the faster dtype.
+Where it cannot be built or loaded (no compiler and no prebuilt library; the CPU image carries one)
+bfloat16 runs on oneDNN's packed weights where oneDNN computes bfloat16, with a warning.
 
 The float32 packed kernel accumulates in another order than MKL's, so its results differ from
 torch's (and the reference's) in the last bits, at most a few 1e-6 on the model's products; the

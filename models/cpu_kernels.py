@@ -18,7 +18,7 @@ build machine (`make bench-linears`), and its results are bit-identical to torch
 codes do not change. On AVX2 CPUs (and AVX-512 ones without BF16) it runs the same arithmetic in
 AVX2 with the same bits, where torch alone would convert bfloat16 in software (and oneDNN, on
 AVX-512 without BF16, emulates it 2.3-5 times slower); there it makes bfloat16 the faster dtype.
-Where it cannot be built or loaded (no compiler and no prebuilt library; the CPU image carries one)
+Where it cannot be built or loaded (no compiler and no prebuilt library; generator-cpu carries one)
 bfloat16 runs on oneDNN's packed weights where oneDNN computes bfloat16, with a warning.
 
 The float32 packed kernel accumulates in another order than MKL's, so its results differ from
@@ -97,7 +97,7 @@ def bf16_kernel_built() -> bool:
     the CPU does not suit it or it cannot be built (no C++ compiler or ninja), and bfloat16 then
     runs on oneDNN's packed weights where the CPU has them, else on torch's kernels. The first
     call in a fresh environment compiles it (~30 s), unless $QWENTTS_BF16_KERNEL names a library
-    built beforehand (`python -m models.cpu_kernels DIR`; the CPU images carry one)."""
+    built beforehand (`python -m models.cpu_kernels DIR`; the generator-cpu image carries one)."""
     if not bf16_kernel_cpu():
         return False
     prebuilt = os.environ.get(PREBUILT_KERNEL_VARIABLE)
@@ -106,8 +106,8 @@ def bf16_kernel_built() -> bool:
             torch.ops.load_library(prebuilt)
         else:
             build_bf16_kernel()
-    except Exception as error:  # any build failure leaves the oneDNN kernels, which are correct
-        logger.warning("bfloat16 matvec kernel not loaded (%s); using oneDNN's", error)
+    except Exception as error:  # any failure leaves oneDNN's or torch's products, which are correct
+        logger.warning("bfloat16 matvec kernel not loaded (%s); using oneDNN's or torch's products", error)
         return False
     # What torch.compile traces instead of running it: the output's shape.
     torch.library.register_fake("qwentts::bf16_product")(

@@ -34,6 +34,7 @@ import functools
 import logging
 import os
 import shutil
+import sysconfig
 from pathlib import Path
 
 import torch
@@ -121,6 +122,7 @@ def build_bf16_kernel() -> Path:
     the library's path. It runs on any x86-64 CPU with AVX2: it picks its instructions at run time."""
     from torch.utils.cpp_extension import _get_build_directory, load
 
+    put_ninja_on_path()
     load(
         BF16_KERNEL_NAME,
         [str(BF16_MATVEC_SOURCE)],
@@ -129,6 +131,15 @@ def build_bf16_kernel() -> Path:
         is_python_module=False,  # it registers operators in the torch.ops.qwentts namespace
     )
     return Path(_get_build_directory(BF16_KERNEL_NAME, verbose=False)) / f"{BF16_KERNEL_NAME}.so"
+
+
+def put_ninja_on_path() -> None:
+    """torch runs `ninja` from PATH; the ninja package (a dependency) installs it beside this
+    interpreter's scripts, which are not on PATH where the environment is not activated (the
+    image's builder stage, `.venv/bin/python ...`)."""
+    scripts = sysconfig.get_path("scripts")
+    if shutil.which("ninja") is None and Path(scripts, "ninja").exists():
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
 
 
 class PackedLinear(nn.Module):

@@ -4,8 +4,10 @@ to torch's; float32 within rounding of torch's; from two rows up, a row's result
 the other rows."""
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from models.cpu_kernels import (
     native_bf16,
     pack_linears,
     packing_supported,
+    put_ninja_on_path,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +124,18 @@ def test_bf16_kernel_avx2_path_gives_the_same_bits():
     )
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
     subprocess.run([sys.executable, "-c", check], check=True, env=env, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.skipif(
+    not Path(sysconfig.get_path("scripts"), "ninja").exists(), reason="ninja is not installed beside the interpreter"
+)
+def test_ninja_beside_the_interpreter_goes_on_path(monkeypatch, tmp_path):
+    """The image's builder stage runs /opt/venv/bin/python with the environment not activated:
+    torch looks for ninja on PATH, where it is not."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert shutil.which("ninja") is None
+    put_ninja_on_path()
+    assert Path(shutil.which("ninja")).parent == Path(sysconfig.get_path("scripts"))
 
 
 @KERNEL

@@ -33,7 +33,8 @@ FEATURES = [(96, 80), (1100, 100)]  # (in, out): one span of the bf16 kernel's s
 KERNEL_FEATURES = [*FEATURES, (2100, 64)]  # and one past 1024 inputs (longer spans from two rows up)
 NATIVE_BF16 = pytest.mark.skipif(not native_bf16(CPU), reason="oneDNN computes no bfloat16 here")
 KERNEL = pytest.mark.skipif(
-    not bf16_kernel_built(), reason="the bfloat16 kernel is not built here (see test_bf16_kernel_builds_where...)"
+    not bf16_kernel_built(),
+    reason="the bfloat16 kernel is not built here (see test_bf16_kernel_builds_where_the_cpu_suits_it)",
 )
 
 

@@ -15,9 +15,10 @@ under `TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) reads each w
 contiguous stream and sums in oneDNN's order. On CPUs with AVX512-BF16 (and no AMX) it uses their
 bfloat16 dot product, reads weights 1.2-2.3 times faster than oneDNN at 1-8 rows of one core of the
 build machine (`make bench-linears`), and its results are bit-identical to torch's, so greedy
-codes do not change. On AVX2 CPUs (and AVX-512 ones without BF16) it runs the same arithmetic in
-AVX2 with the same bits, where torch alone would convert bfloat16 in software (and oneDNN, on
-AVX-512 without BF16, emulates it 2.3-5 times slower); there it makes bfloat16 the faster dtype.
+codes do not change. On CPUs without AVX512-BF16 it runs the same arithmetic in float32 FMAs with
+the same bits, in 512-bit vectors on AVX-512 CPUs (Skylake-SP to Ice Lake) and 256-bit on AVX2
+ones, where torch alone would convert bfloat16 in software (and oneDNN, on AVX-512 without BF16,
+emulates it 2.3-5.6 times slower); there it makes bfloat16 the faster dtype.
 Where it cannot be built or loaded (no compiler and no prebuilt library; generator-cpu carries one)
 bfloat16 runs on oneDNN's packed weights where oneDNN computes bfloat16, with a warning.
 
@@ -42,9 +43,10 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-BF16_MATVEC_SOURCE = Path(__file__).parent / "csrc" / "bf16_matvec.cpp"
+BF16_MATVEC_SOURCE = Path(__file__).parent / "csrc" / "bf16_matvec.cpp"  # includes csrc/*.inc
 BF16_KERNEL_NAME = "qwentts_bf16_matvec"
 PREBUILT_KERNEL_VARIABLE = "QWENTTS_BF16_KERNEL"  # path of the kernel's library, built beforehand
+MAX_ISA_VARIABLE = "QWENTTS_BF16_KERNEL_MAX_ISA"  # avx512 or avx2: the widest path the kernel may take
 
 # The batch size oneDNN lays a packed weight out for: the layout it picks for 16 rows serves one
 # row as fast as the one-row layout and 16 rows 20-25% faster (0.6B decode step, build machine).
@@ -84,12 +86,20 @@ def bf16_kernel_cpu() -> bool:
 
 
 def bf16_kernel_isa() -> str | None:
-    """Which instructions the kernel runs on here, following torch's CPU capability (so
-    ATEN_CPU_CAPABILITY=avx2 picks AVX2 on an AVX-512 machine too); None where neither."""
+    """Which instructions the kernel runs on here: "AVX512-BF16" (its dot product), "AVX-512" or
+    "AVX2" (the same arithmetic in FMAs), or None where neither. It follows torch's CPU capability
+    (so ATEN_CPU_CAPABILITY=avx2 picks AVX2 on an AVX-512 machine too), lowered to
+    $QWENTTS_BF16_KERNEL_MAX_ISA (avx512 or avx2) where set; every path gives the same bits. The
+    kernel decides the same way (`torch.ops.qwentts.bf16_instructions()` says what it runs)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    if capability == "AVX512" and torch.cpu._is_avx512_bf16_supported():
-        return "AVX512-BF16"
-    return "AVX2" if capability in ("AVX2", "AVX512") else None
+    if capability == "AVX2":
+        return "AVX2"
+    if capability != "AVX512":
+        return None
+    max_isa = os.environ.get(MAX_ISA_VARIABLE, "")
+    if max_isa == "avx2":
+        return "AVX2"
+    return "AVX512-BF16" if max_isa != "avx512" and torch.cpu._is_avx512_bf16_supported() else "AVX-512"
 
 
 @functools.cache

@@ -16,11 +16,11 @@
 // (greedy codes unchanged), and as there, a row of a product of two or more rows does not depend
 // on the other rows.
 //
-// CPUs without AVX512-BF16 (AVX2 ones, and AVX-512 ones before Cooper Lake / Zen 4) run the same
-// arithmetic in AVX2: VDPBF16PS adds, per lane, the odd input's product and then the even one's,
-// each rounded to float32 (a product of two bfloat16 values is exact in float32), with denormals
-// flushed; so two FMAs per pair under FTZ/DAZ give the same bits on every CPU. Which one runs
-// follows torch's CPU capability (ATEN_CPU_CAPABILITY=avx2 picks AVX2 here too).
+// CPUs without AVX512-BF16 run the same arithmetic in float32 FMAs (fma_block_products.inc), in
+// 512-bit vectors on AVX-512 ones (Skylake-SP to Ice Lake) and 256-bit on AVX2 ones: VDPBF16PS
+// adds, per lane, the odd input's product and then the even one's, each rounded to float32 (a
+// product of two bfloat16 values is exact in float32), with denormals flushed; so two FMAs per
+// pair under FTZ/DAZ give the same bits on every CPU. Which path runs: kernel_path() below.
 
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
@@ -28,13 +28,15 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
+#include <iterator>
 #include <optional>
+#include <string>
 
 namespace {
 
 constexpr int64_t kBlock = 32;  // outputs per block: two 16-lane accumulators per row (four 8-lane in AVX2)
 constexpr int kMaxRows = 8;     // rows per pass over a block in AVX-512 (16 accumulators at most)
-constexpr int kMaxRowsAvx2 = 2;  // in AVX2: 8 accumulators and the rows' inputs fill its 16 registers
 
 template <int Rows>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_products(
@@ -71,67 +73,82 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_products(
   }
 }
 
-// Eight float32 sums to bfloat16 as VCVTNEPS2BF16 rounds them: to nearest even, NaNs kept quiet
-// (no denormal sums arrive: they are flushed).
-__attribute__((target("avx2,fma"))) __m128i round_to_bf16(__m256 sum) {
-  const __m256i bits = _mm256_castps_si256(sum);
-  const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_srli_epi32(
-      _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lowest_kept)), 16);
-  const __m256i quiet_nan = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
-  const __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(sum, sum, _CMP_UNORD_Q));
-  const __m256i halves = _mm256_blendv_epi8(rounded, quiet_nan, is_nan);
-  // 32-bit lanes holding 16-bit values -> eight 16-bit values in order
-  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(halves, halves), 0b1000));
-}
-
-// block_products in AVX2: each 32-bit lane of the packed weight holds an (even, odd) input pair of
-// one output, so the pair splits into two float32 vectors with a shift and a mask.
-template <int Rows>
-__attribute__((target("avx2,fma"))) void block_products_avx2(
-    const uint32_t* x_pairs, const uint16_t* weight, const float* bias, int64_t pairs, int64_t span_pairs,
-    uint16_t* out, int64_t out_stride) {
-  constexpr int kChunks = kBlock / 8;
-  const __m256i odd_half = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
-  __m256 total[Rows][kChunks];
-  for (int r = 0; r < Rows; ++r)
-    for (int c = 0; c < kChunks; ++c) total[r][c] = _mm256_setzero_ps();
-  for (int64_t start = 0; start < pairs; start += span_pairs) {
-    __m256 span[Rows][kChunks];
-    for (int r = 0; r < Rows; ++r)
-      for (int c = 0; c < kChunks; ++c) span[r][c] = _mm256_setzero_ps();
-    const int64_t stop = std::min<int64_t>(pairs, start + span_pairs);
-    for (int64_t p = start; p < stop; ++p) {
-      __m256 x_even[Rows], x_odd[Rows];
-      for (int r = 0; r < Rows; ++r) {
-        const uint32_t pair = x_pairs[r * pairs + p];
-        x_even[r] = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(pair << 16)));
-        x_odd[r] = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(pair & 0xFFFF0000u)));
-      }
-      const uint16_t* w = weight + p * 2 * kBlock;
-      for (int c = 0; c < kChunks; ++c) {
-        const __m256i w_pairs = _mm256_loadu_si256((const __m256i*)(w + c * 16));
-        const __m256 w_even = _mm256_castsi256_ps(_mm256_slli_epi32(w_pairs, 16));
-        const __m256 w_odd = _mm256_castsi256_ps(_mm256_and_si256(w_pairs, odd_half));
-        for (int r = 0; r < Rows; ++r) {
-          span[r][c] = _mm256_fmadd_ps(w_odd, x_odd[r], span[r][c]);
-          span[r][c] = _mm256_fmadd_ps(w_even, x_even[r], span[r][c]);
-        }
-      }
-    }
-    for (int r = 0; r < Rows; ++r)
-      for (int c = 0; c < kChunks; ++c) total[r][c] = _mm256_add_ps(total[r][c], span[r][c]);
+// The vector operations of the FMA path, per instruction set (fma_block_products.inc). Sums go to
+// bfloat16 as VCVTNEPS2BF16 rounds them: to nearest even, NaNs kept quiet (no denormal sums arrive:
+// they are flushed).
+#define AVX2_LANES __attribute__((target("avx2,fma"), always_inline)) static inline
+struct Avx2Lanes {
+  using Floats = __m256;
+  static constexpr int kLanes = 8;
+  static constexpr int kMaxRows = 2;  // 8 accumulators and the rows' inputs fill the 16 registers
+  AVX2_LANES Floats zero() { return _mm256_setzero_ps(); }
+  AVX2_LANES Floats load(const float* p) { return _mm256_loadu_ps(p); }
+  AVX2_LANES Floats add(Floats a, Floats b) { return _mm256_add_ps(a, b); }
+  AVX2_LANES Floats fmadd(Floats a, Floats b, Floats c) { return _mm256_fmadd_ps(a, b, c); }
+  AVX2_LANES Floats broadcast_bits(uint32_t bits) { return _mm256_castsi256_ps(_mm256_set1_epi32((int)bits)); }
+  AVX2_LANES void split_pairs(const uint16_t* w, Floats& even, Floats& odd) {
+    const __m256i w_pairs = _mm256_loadu_si256((const __m256i*)w);
+    even = _mm256_castsi256_ps(_mm256_slli_epi32(w_pairs, 16));
+    odd = _mm256_castsi256_ps(_mm256_and_si256(w_pairs, _mm256_set1_epi32((int)0xFFFF0000u)));
   }
-  for (int r = 0; r < Rows; ++r) {
-    for (int c = 0; c < kChunks; ++c) {
-      __m256 sum = total[r][c];
-      if (bias != nullptr) sum = _mm256_add_ps(sum, _mm256_loadu_ps(bias + c * 8));
-      _mm_storeu_si128((__m128i*)(out + r * out_stride + c * 8), round_to_bf16(sum));
-    }
+  AVX2_LANES void store_bf16(uint16_t* out, Floats sum) {
+    const __m256i bits = _mm256_castps_si256(sum);
+    const __m256i lowest_kept = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    const __m256i rounded = _mm256_srli_epi32(
+        _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lowest_kept)), 16);
+    const __m256i quiet_nan = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+    const __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(sum, sum, _CMP_UNORD_Q));
+    const __m256i halves = _mm256_blendv_epi8(rounded, quiet_nan, is_nan);
+    // 32-bit lanes holding 16-bit values -> eight 16-bit values in order
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(halves, halves), 0b1000);
+    _mm_storeu_si128((__m128i*)out, _mm256_castsi256_si128(packed));
   }
-}
+};
 
-// VDPBF16PS's denormal handling (flush to zero, inputs as zero) for the AVX2 path, per thread.
+#define AVX512_LANES __attribute__((target("avx512f,avx512bw,fma"), always_inline)) static inline
+struct Avx512Lanes {
+  using Floats = __m512;
+  static constexpr int kLanes = 16;
+  static constexpr int kMaxRows = 6;  // 12 accumulators, the rows' inputs and the weight in 32 registers
+  AVX512_LANES Floats zero() { return _mm512_setzero_ps(); }
+  AVX512_LANES Floats load(const float* p) { return _mm512_loadu_ps(p); }
+  AVX512_LANES Floats add(Floats a, Floats b) { return _mm512_add_ps(a, b); }
+  AVX512_LANES Floats fmadd(Floats a, Floats b, Floats c) { return _mm512_fmadd_ps(a, b, c); }
+  AVX512_LANES Floats broadcast_bits(uint32_t bits) { return _mm512_castsi512_ps(_mm512_set1_epi32((int)bits)); }
+  AVX512_LANES void split_pairs(const uint16_t* w, Floats& even, Floats& odd) {
+    const __m512i w_pairs = _mm512_loadu_si512(w);
+    even = _mm512_castsi512_ps(_mm512_slli_epi32(w_pairs, 16));
+    odd = _mm512_castsi512_ps(_mm512_and_si512(w_pairs, _mm512_set1_epi32((int)0xFFFF0000u)));
+  }
+  AVX512_LANES void store_bf16(uint16_t* out, Floats sum) {
+    const __m512i bits = _mm512_castps_si512(sum);
+    const __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_srli_epi32(
+        _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lowest_kept)), 16);
+    const __m512i quiet_nan = _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
+    const __mmask16 is_nan = _mm512_cmp_ps_mask(sum, sum, _CMP_UNORD_Q);
+    const __m512i halves = _mm512_mask_blend_epi32(is_nan, rounded, quiet_nan);
+    _mm256_storeu_si256((__m256i*)out, _mm512_cvtepi32_epi16(halves));
+  }
+};
+
+#define FMA_TARGET "avx2,fma"
+#define FMA_BLOCK_PRODUCTS block_products_avx2
+#define FmaLanes Avx2Lanes
+#include "fma_block_products.inc"
+#undef FMA_TARGET
+#undef FMA_BLOCK_PRODUCTS
+#undef FmaLanes
+
+#define FMA_TARGET "avx512f,avx512bw,fma"
+#define FMA_BLOCK_PRODUCTS block_products_avx512
+#define FmaLanes Avx512Lanes
+#include "fma_block_products.inc"
+#undef FMA_TARGET
+#undef FMA_BLOCK_PRODUCTS
+#undef FmaLanes
+
+// VDPBF16PS's denormal handling (flush to zero, inputs as zero) for the FMA paths, per thread.
 class FlushDenormals {
  public:
   FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
@@ -142,37 +159,60 @@ class FlushDenormals {
 };
 
 using BlockProducts = void (*)(const uint32_t*, const uint16_t*, const float*, int64_t, int64_t, uint16_t*, int64_t);
-constexpr BlockProducts kDotProducts[kMaxRows] = {
+constexpr BlockProducts kDotProducts[] = {
     block_products<1>, block_products<2>, block_products<3>, block_products<4>,
     block_products<5>, block_products<6>, block_products<7>, block_products<8>};
-constexpr BlockProducts kAvx2Products[kMaxRowsAvx2] = {block_products_avx2<1>, block_products_avx2<2>};
+constexpr BlockProducts kAvx512Products[] = {
+    block_products_avx512<1>, block_products_avx512<2>, block_products_avx512<3>,
+    block_products_avx512<4>, block_products_avx512<5>, block_products_avx512<6>};
+constexpr BlockProducts kAvx2Products[] = {block_products_avx2<1>, block_products_avx2<2>};
+static_assert(std::size(kDotProducts) == kMaxRows && std::size(kAvx512Products) == Avx512Lanes::kMaxRows &&
+              std::size(kAvx2Products) == Avx2Lanes::kMaxRows);
+
+// One instruction set's block products for 1..max_rows rows.
+struct Path {
+  const char* name;
+  const BlockProducts* by_rows;
+  int max_rows;
+  bool fma;  // VDPBF16PS emulated: denormals flushed by hand
+};
+constexpr Path kDot{"AVX512-BF16", kDotProducts, kMaxRows, false};
+constexpr Path kAvx512Fma{"AVX-512", kAvx512Products, Avx512Lanes::kMaxRows, true};
+constexpr Path kAvx2Fma{"AVX2", kAvx2Products, Avx2Lanes::kMaxRows, true};
 
 // The rows times every block of the weight; the row groups run over one block while it is in cache.
-template <bool Dot>
 void rows_product(
-    const uint32_t* x_pairs, const uint16_t* weight, const float* bias, int64_t rows, int64_t pairs,
-    int64_t span_pairs, uint16_t* out, int64_t padded) {
-  constexpr int max_rows = Dot ? kMaxRows : kMaxRowsAvx2;
-  const BlockProducts* products = Dot ? kDotProducts : kAvx2Products;
+    const Path& path, const uint32_t* x_pairs, const uint16_t* weight, const float* bias, int64_t rows,
+    int64_t pairs, int64_t span_pairs, uint16_t* out, int64_t padded) {
   at::parallel_for(0, padded / kBlock, 1, [&](int64_t begin, int64_t end) {
     std::optional<FlushDenormals> flushed;
-    if (!Dot) flushed.emplace();
+    if (path.fma) flushed.emplace();
     for (int64_t b = begin; b < end; ++b) {
       const float* block_bias = bias == nullptr ? nullptr : bias + b * kBlock;
       const uint16_t* block_weight = weight + b * pairs * 2 * kBlock;
-      for (int64_t r = 0; r < rows; r += max_rows) {
-        const int64_t group = std::min<int64_t>(max_rows, rows - r);
-        products[group - 1](
+      for (int64_t r = 0; r < rows; r += path.max_rows) {
+        const int64_t group = std::min<int64_t>(path.max_rows, rows - r);
+        path.by_rows[group - 1](
             x_pairs + r * pairs, block_weight, block_bias, pairs, span_pairs, out + r * padded + b * kBlock, padded);
       }
     }
   });
 }
 
-// VDPBF16PS where the CPU has it and torch's capability allows AVX-512; AVX2 otherwise.
-bool dot_instruction() {
-  static const bool usable = at::get_cpu_capability() == "AVX512" && __builtin_cpu_supports("avx512bf16");
-  return usable;
+// The widest path this CPU runs and torch's capability allows (ATEN_CPU_CAPABILITY=avx2 picks
+// AVX2), lowered to QWENTTS_BF16_KERNEL_MAX_ISA (avx512 or avx2) where set: the same bits on each,
+// so this only changes the speed (and lets one machine test and measure every path).
+// models/cpu_kernels.py's bf16_kernel_isa() says the same from Python.
+const Path& kernel_path() {
+  static const Path& path = []() -> const Path& {
+    if (at::get_cpu_capability() != "AVX512") return kAvx2Fma;
+    const char* cap = std::getenv("QWENTTS_BF16_KERNEL_MAX_ISA");
+    const std::string max_isa = cap == nullptr ? "" : cap;
+    if (max_isa == "avx2") return kAvx2Fma;
+    if (max_isa == "avx512" || !__builtin_cpu_supports("avx512bf16")) return kAvx512Fma;
+    return kDot;
+  }();
+  return path;
 }
 
 }  // namespace
@@ -209,12 +249,14 @@ static torch::Tensor product(
   const auto* x_pairs = reinterpret_cast<const uint32_t*>(input.data_ptr());
   const auto* weight = reinterpret_cast<const uint16_t*>(packed.data_ptr());
   auto* y = reinterpret_cast<uint16_t*>(out.data_ptr());
-  const auto rows_product_here = dot_instruction() ? rows_product<true> : rows_product<false>;
-  rows_product_here(x_pairs, weight, bias_data, rows, k / 2, span / 2, y, padded);
+  rows_product(kernel_path(), x_pairs, weight, bias_data, rows, k / 2, span / 2, y, padded);
   return padded == out_features ? out : out.narrow(1, 0, out_features).contiguous();
 }
 
+static std::string instructions() { return kernel_path().name; }
+
 TORCH_LIBRARY(qwentts, m) {
+  m.def("bf16_instructions() -> str", &instructions);
   m.def("bf16_pack(Tensor weight) -> Tensor");
   m.def("bf16_product(Tensor x, Tensor packed, Tensor? bias, int out_features) -> Tensor");
 }

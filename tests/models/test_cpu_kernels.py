@@ -1,5 +1,5 @@
-"""Packed linears and the bfloat16 kernel: the kernel sums in its stated order on AVX2 and on
-AVX512-BF16 (the same bits), which there is torch's and oneDNN's; oneDNN's bfloat16 bit-identical
+"""Packed linears and the bfloat16 kernel: the kernel sums in its stated order on AVX2, AVX-512 and
+AVX512-BF16 (the same bits), which on the last is torch's and oneDNN's; oneDNN's bfloat16 bit-identical
 to torch's; float32 within rounding of torch's; from two rows up, a row's result independent of
 the other rows."""
 
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from models.cpu_kernels import (
+    MAX_ISA_VARIABLE,
     PREBUILT_KERNEL_VARIABLE,
     PackedLinear,
     bf16_kernel_built,
@@ -113,17 +114,27 @@ def test_bf16_kernel_sums_in_its_order():
     assert_kernel_sums_in_its_order()
 
 
-@pytest.mark.skipif(bf16_kernel_isa() != "AVX512-BF16", reason="needs both paths: an AVX512-BF16 CPU")
+FMA_PATHS = {  # the paths that emulate the dot product, and how one machine chooses each
+    "AVX-512": {MAX_ISA_VARIABLE: "avx512"},  # AVX-512 CPUs without BF16 (Skylake-SP to Ice Lake)
+    "AVX2": {"ATEN_CPU_CAPABILITY": "avx2"},  # AVX2-only CPUs
+}
+
+
 @KERNEL
-def test_bf16_kernel_avx2_path_gives_the_same_bits():
-    """The AVX2 path (what runs on AVX2-only CPUs), chosen here through torch's CPU capability."""
+@pytest.mark.parametrize("path", FMA_PATHS)
+def test_bf16_kernel_fma_paths_give_the_same_bits(path):
+    """The paths that other CPUs run, chosen here in a subprocess: the same sums in the same order."""
+    if bf16_kernel_isa() == path or (path == "AVX-512" and bf16_kernel_isa() != "AVX512-BF16"):
+        pytest.skip(f"this CPU runs the {bf16_kernel_isa()} path itself, or cannot run the {path} one")
     check = (
-        "from models.cpu_kernels import bf16_kernel_isa\n"
+        "import torch\n"
+        "from models.cpu_kernels import bf16_kernel_built, bf16_kernel_isa\n"
         "from tests.models.test_cpu_kernels import assert_kernel_sums_in_its_order\n"
-        "assert bf16_kernel_isa() == 'AVX2', bf16_kernel_isa()\n"
+        "assert bf16_kernel_built()\n"
+        f"assert bf16_kernel_isa() == torch.ops.qwentts.bf16_instructions() == {path!r}, bf16_kernel_isa()\n"
         "assert_kernel_sums_in_its_order()\n"
     )
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    env = {**os.environ, **FMA_PATHS[path]}
     subprocess.run([sys.executable, "-c", check], check=True, env=env, cwd=ROOT, timeout=300)
 
 

@@ -89,7 +89,7 @@ bench-engine: $(STAMP)
 bench-linears: $(STAMP)
 	$(PY) -m bench.bench_linears
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m bench.bench_linears
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX512_CORE $(PY) -m bench.bench_linears
+	QWENTTS_BF16_KERNEL_MAX_ISA=avx512 ONEDNN_MAX_CPU_ISA=AVX512_CORE $(PY) -m bench.bench_linears
 
 clean:
 	rm -rf $(VENV) .venv-ref var .pytest_cache

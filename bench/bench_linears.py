@@ -3,8 +3,9 @@ against what bfloat16 runs on without it (oneDNN's packed weights where oneDNN c
 else torch's own product) and against float32 on oneDNN's packed weights (the other dtype), on the
 0.6B model's weight shapes, at 1 to 512 rows. With ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2 it measures the kernel's AVX2 path and an AVX2-only CPU's alternatives;
-with ONEDNN_MAX_CPU_ISA=AVX512_CORE instead, those of an AVX-512 CPU without BF16 (Skylake-SP to
-Ice Lake), where oneDNN emulates bfloat16 (`make bench-linears` runs all three).
+with QWENTTS_BF16_KERNEL_MAX_ISA=avx512 ONEDNN_MAX_CPU_ISA=AVX512_CORE, the kernel's AVX-512 path and
+those of an AVX-512 CPU without BF16 (Skylake-SP to Ice Lake), where oneDNN emulates bfloat16
+(`make bench-linears` runs all three).
 
 Each measurement cycles through 12 distinct weights (more than the last-level cache holds), so
 every product reads its weight from memory, as in a decode step. Prints microseconds per product
@@ -22,7 +23,7 @@ import time
 import torch
 
 from bench.report import machine, write_section
-from models.cpu_kernels import PackedLinear, bf16_kernel_built, bf16_kernel_isa, native_bf16
+from models.cpu_kernels import MAX_ISA_VARIABLE, PackedLinear, bf16_kernel_built, bf16_kernel_isa, native_bf16
 
 # (out, in) of the 0.6B talker's and predictor's products: q/k/v merged, o, gate/up merged, down.
 SHAPES = [(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)]
@@ -64,7 +65,8 @@ def main(argv=None) -> None:
     without = "oneDNN packed" if onednn_bf16 else "torch's"
     print(f"kernel on {isa}; plain read: {ceiling:.1f} GB/s")
     # Another CPU emulated on this one: torch's capability and oneDNN's instruction set, as set.
-    emulated = {name: os.environ[name] for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if name in os.environ}
+    variables = ("ATEN_CPU_CAPABILITY", MAX_ISA_VARIABLE, "ONEDNN_MAX_CPU_ISA")
+    emulated = {name: os.environ[name] for name in variables if name in os.environ}
     lines = [
         f"## CPU linear kernels (bfloat16, 0.6B shapes): the kernel on {isa}",
         "",

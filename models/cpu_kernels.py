@@ -96,7 +96,9 @@ def bf16_kernel_isa() -> str | None:
         return "AVX2"
     if capability != "AVX512":
         return None
-    max_isa = os.environ.get(MAX_ISA_VARIABLE, "")
+    max_isa = os.environ.get(MAX_ISA_VARIABLE, "").lower()
+    if max_isa not in ("", "avx512", "avx2"):
+        raise ValueError(f"{MAX_ISA_VARIABLE} is avx512 or avx2 (the widest path the kernel may take), not {max_isa!r}")
     if max_isa == "avx2":
         return "AVX2"
     return "AVX512-BF16" if max_isa != "avx512" and torch.cpu._is_avx512_bf16_supported() else "AVX-512"

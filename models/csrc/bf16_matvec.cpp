@@ -28,6 +28,7 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <iterator>
 #include <optional>
@@ -206,8 +207,9 @@ void rows_product(
 const Path& kernel_path() {
   static const Path& path = []() -> const Path& {
     if (at::get_cpu_capability() != "AVX512") return kAvx2Fma;
-    const char* cap = std::getenv("QWENTTS_BF16_KERNEL_MAX_ISA");
-    const std::string max_isa = cap == nullptr ? "" : cap;
+    const char* cap = std::getenv("QWENTTS_BF16_KERNEL_MAX_ISA");  // validated in cpu_kernels.py
+    std::string max_isa = cap == nullptr ? "" : cap;
+    for (char& c : max_isa) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (max_isa == "avx2") return kAvx2Fma;
     if (max_isa == "avx512" || !__builtin_cpu_supports("avx512bf16")) return kAvx512Fma;
     return kDot;

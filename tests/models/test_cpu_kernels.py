@@ -138,6 +138,15 @@ def test_bf16_kernel_fma_paths_give_the_same_bits(path):
     subprocess.run([sys.executable, "-c", check], check=True, env=env, cwd=ROOT, timeout=300)
 
 
+def test_bf16_kernel_path_cap_is_checked(monkeypatch):
+    monkeypatch.setenv(MAX_ISA_VARIABLE, "avx512_bf16")
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):  # elsewhere the variable is moot
+        with pytest.raises(ValueError, match="avx512 or avx2"):
+            bf16_kernel_isa()
+    monkeypatch.setenv(MAX_ISA_VARIABLE, "AVX2")
+    assert bf16_kernel_isa() in ("AVX2", None)
+
+
 @pytest.mark.skipif(
     not Path(sysconfig.get_path("scripts"), "ninja").exists(), reason="ninja is not installed beside the interpreter"
 )

@@ -154,20 +154,39 @@ def put_ninja_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
 
 
+def kernel_packs(linear: nn.Linear, bf16_kernel: bool = True) -> bool:
+    """Whether the bfloat16 kernel takes this layer: bfloat16, an even number of inputs (it reads
+    them in pairs), the kernel built here, and not turned down (`bf16_kernel`)."""
+    weight = linear.weight
+    return bf16_kernel and weight.dtype == torch.bfloat16 and linear.in_features % 2 == 0 and bf16_kernel_built()
+
+
+def onednn_packs(linear: nn.Linear) -> bool:
+    """Whether oneDNN computes this layer's dtype on this CPU (float32 always; bfloat16 natively)."""
+    dtype = linear.weight.dtype
+    return torch.backends.mkldnn.is_available() and (
+        dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16(linear.weight.device))
+    )
+
+
 class PackedLinear(nn.Module):
-    """`nn.Linear` with its weight pre-packed for oneDNN, or for the bfloat16 kernel above where
-    it is built (unless `bf16_kernel` is False); inference only."""
+    """`nn.Linear` with its weight pre-packed for the bfloat16 kernel above where it takes the layer
+    (`kernel_packs`), else for oneDNN where it computes the layer's dtype; inference only."""
 
     def __init__(self, linear: nn.Linear, bf16_kernel: bool = True):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
-        usable = bf16_kernel and weight.dtype == torch.bfloat16 and self.in_features % 2 == 0
-        self.uses_kernel = usable and bf16_kernel_built()
+        self.uses_kernel = kernel_packs(linear, bf16_kernel)
         if self.uses_kernel:
             packed = torch.ops.qwentts.bf16_pack(weight)
-        else:
+        elif onednn_packs(linear):
             packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACKED_FOR_ROWS)
+        else:
+            raise ValueError(
+                f"no packed product for a {weight.dtype} linear of {self.in_features} inputs on this CPU "
+                "(the bfloat16 kernel reads inputs in pairs; oneDNN computes bfloat16 only with AVX-512)"
+            )
         self.register_buffer("packed_weight", packed, persistent=False)
         bias = None if linear.bias is None else linear.bias.detach()
         if self.uses_kernel and bias is not None:
@@ -186,12 +205,14 @@ class PackedLinear(nn.Module):
 
 
 def pack_linears(module: nn.Module) -> int:
-    """Replace every `nn.Linear` inside `module` by a `PackedLinear`; returns how many."""
+    """Replace every `nn.Linear` inside `module` that the kernel or oneDNN can take by a
+    `PackedLinear` (any other stays on torch's kernels); returns how many."""
     count = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(module, name, PackedLinear(child))
-            count += 1
+            if kernel_packs(child) or onednn_packs(child):
+                setattr(module, name, PackedLinear(child))
+                count += 1
         else:
             count += pack_linears(child)
     return count

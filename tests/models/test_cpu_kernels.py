@@ -138,6 +138,24 @@ def test_bf16_kernel_fma_paths_give_the_same_bits(path):
     subprocess.run([sys.executable, "-c", check], check=True, env=env, cwd=ROOT, timeout=300)
 
 
+def test_pack_linears_leaves_what_nothing_here_computes():
+    """As an AVX2 CPU runs: oneDNN computes no bfloat16 and the kernel reads inputs in pairs, so a
+    bfloat16 layer of odd width stays on torch's kernels, and PackedLinear refuses it with a reason
+    (it asked oneDNN to pack it, which failed deep inside)."""
+    check = (
+        "import pytest, torch\n"
+        "from torch import nn\n"
+        "from models.cpu_kernels import PackedLinear, native_bf16, pack_linears\n"
+        "assert not native_bf16(torch.device('cpu'))\n"
+        "model = nn.Sequential(nn.Linear(7, 5)).bfloat16()\n"
+        "assert pack_linears(model) == 0 and type(model[0]) is nn.Linear\n"
+        "with pytest.raises(ValueError, match='inputs in pairs'):\n"
+        "    PackedLinear(model[0])\n"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    subprocess.run([sys.executable, "-c", check], check=True, env=env, cwd=ROOT, timeout=300)
+
+
 def test_bf16_kernel_path_cap_is_checked(monkeypatch):
     monkeypatch.setenv(MAX_ISA_VARIABLE, "avx512_bf16")
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):  # elsewhere the variable is moot

@@ -76,10 +76,12 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_cluster --preset tiny --frames 12 --rounds 10 --rates 1,10,20 --duration 20
 	$(PY) -m bench.bench_cluster --preset 0.6b-full --frames 6 --rounds 2 --rates 1 --requests 5 --deadline 120
 
-# Ours vs the reference on the real 0.6B shape, then the same as an AVX2-only CPU would run it.
+# Ours vs the reference on the real 0.6B shape, then the same as an AVX2-only CPU and an AVX-512 CPU
+# without BF16 would run it.
 bench-model: $(STAMP) reference-env
 	$(PY) -m bench.bench_model
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m bench.bench_model
+	QWENTTS_BF16_KERNEL_MAX_ISA=avx512 ONEDNN_MAX_CPU_ISA=AVX512_CORE $(PY) -m bench.bench_model
 
 # Kernel launches and host syncs per decode step at 1-64 streams, and the torch.compile check (CPU, minutes).
 bench-engine: $(STAMP)

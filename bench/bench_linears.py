@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import time
 
 import torch
 
-from bench.report import machine, write_section
-from models.cpu_kernels import MAX_ISA_VARIABLE, PackedLinear, bf16_kernel_built, bf16_kernel_isa, native_bf16
+from bench.report import emulation, machine, write_section
+from models.cpu_kernels import PackedLinear, bf16_kernel_built, bf16_kernel_isa, native_bf16
 
 # (out, in) of the 0.6B talker's and predictor's products: q/k/v merged, o, gate/up merged, down.
 SHAPES = [(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)]
@@ -64,14 +63,12 @@ def main(argv=None) -> None:
     onednn_bf16 = native_bf16(torch.device("cpu"))
     without = "oneDNN packed" if onednn_bf16 else "torch's"
     print(f"kernel on {isa}; plain read: {ceiling:.1f} GB/s")
-    # Another CPU emulated on this one: torch's capability and oneDNN's instruction set, as set.
-    variables = ("ATEN_CPU_CAPABILITY", MAX_ISA_VARIABLE, "ONEDNN_MAX_CPU_ISA")
-    emulated = {name: os.environ[name] for name in variables if name in os.environ}
+    suffix, emulated = emulation()
     lines = [
         f"## CPU linear kernels (bfloat16, 0.6B shapes): the kernel on {isa}",
         "",
         f"Machine: {machine('cpu')}. Command: `make bench-linears` (`python -m bench.bench_linears`"
-        + (f", under {' '.join(f'{k}={v}' for k, v in emulated.items())})." if emulated else ")."),
+        + (f", under {emulated})." if emulated else ")."),
         f"Each product reads its weight from memory (the call cycles through {WEIGHTS} weights). A plain read",
         f"(float32 sum of 256 MB) runs at {ceiling:.1f} GB/s here. Microseconds per product, and weight",
         f"GB/s in brackets. Without the kernel bfloat16 runs on {without} products here; float32 on",
@@ -108,8 +105,7 @@ def main(argv=None) -> None:
                 )
                 print(row, flush=True)
                 lines.append(row)
-    emulated_cpu = emulated.get("ONEDNN_MAX_CPU_ISA", emulated.get("ATEN_CPU_CAPABILITY"))
-    write_section(f"bench-linears-cpu{'-' + emulated_cpu.lower() if emulated_cpu else ''}", "\n".join(lines))
+    write_section(f"bench-linears-cpu{suffix}", "\n".join(lines))
 
 
 if __name__ == "__main__":

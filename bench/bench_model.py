@@ -10,8 +10,9 @@ random weights, toy text vocabulary) on this CPU it measures:
 - the streaming codec decode cost per frame early and late in a long stream, and the reference's
   time to decode 25 frames.
 Set ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 to measure an
-AVX2-only machine on an AVX-512 one (`make bench-model` runs both); the reference runs under the
-same variables.
+AVX2-only machine on an AVX-512 one, or QWENTTS_BF16_KERNEL_MAX_ISA=avx512
+ONEDNN_MAX_CPU_ISA=AVX512_CORE an AVX-512 one without BF16 (`make bench-model` runs all three); the
+reference runs under the same variables.
 Prints the numbers and writes them to docs/benchmarks.md. Never used by tests.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import time
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from bench.codec_stream import measure_stream_decode
-from bench.report import machine, write_section
+from bench.report import emulation, machine, write_section
 from models.cpu_kernels import bf16_kernel_built, packing_supported
 from models.engine.scheduler import SchedulerLimits
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
@@ -193,11 +193,11 @@ def main(argv=None) -> None:
     for chunk, stream in streams.items():
         print(f"streaming codec decode, chunks of {chunk}:", stream["ms_per_frame"])
 
-    isa = os.environ.get("ATEN_CPU_CAPABILITY")
-    variables = f"ATEN_CPU_CAPABILITY={isa}, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS"
-    emulated = f" Emulating an {isa.upper()}-only CPU ({variables})." if isa else ""
+    suffix, variables = emulation()
+    emulated = f" Emulating another CPU: {variables}." if variables else ""
+    as_cpu = f", {suffix[1:]}" if suffix else ""
     lines = [
-        f"## Model core on {args.device} ({args.preset}, greedy, non-streaming text{', ' + isa if isa else ''})",
+        f"## Model core on {args.device} ({args.preset}, greedy, non-streaming text{as_cpu})",
         "",
         f"Machine: {machine(args.device)}.{emulated} Command: `make bench-model` "
         f"(`python -m bench.bench_model --preset {args.preset} --device {args.device}`).",
@@ -252,7 +252,7 @@ def main(argv=None) -> None:
             f"\nReference codec: decoding 25 frames took {rows[0][2]['decode_25_frames_ms']:.0f} ms "
             "(float32, whole-clip decode)."
         )
-    write_section(f"bench-model-{args.device}-{args.preset}{'-' + isa if isa else ''}", "\n".join(lines))
+    write_section(f"bench-model-{args.device}-{args.preset}{suffix}", "\n".join(lines))
 
 
 if __name__ == "__main__":

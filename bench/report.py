@@ -41,6 +41,25 @@ def machine(device: str = "cpu") -> str:
     return host
 
 
+# What lets one machine measure as another CPU would run: torch's kernels, the bfloat16 kernel's
+# path, oneDNN's and MKL's instruction sets.
+EMULATION_VARIABLES = (
+    "ATEN_CPU_CAPABILITY",
+    "QWENTTS_BF16_KERNEL_MAX_ISA",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+)
+
+
+def emulation() -> tuple[str, str]:
+    """The emulated CPU of this run as (a section-name suffix such as "-avx2", the variables as set
+    for the text), both empty on a native run. The suffix names oneDNN's instruction set (or else
+    torch's capability), which tells the emulated CPUs apart."""
+    settings = {name: os.environ[name] for name in EMULATION_VARIABLES if name in os.environ}
+    cpu = settings.get("ONEDNN_MAX_CPU_ISA", settings.get("ATEN_CPU_CAPABILITY"))
+    return ("-" + cpu.lower() if cpu else ""), " ".join(f"{name}={value}" for name, value in settings.items())
+
+
 def write_section(name: str, body: str) -> None:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = DOC.read_text() if DOC.exists() else HEADER

@@ -1,4 +1,4 @@
-"""Faster linear layers for inference on CPU.
+"""Faster linear layers, norms and RoPE for inference on CPU.
 
 A decode step is memory-bound at one stream and compute-bound at many: it streams every weight
 once, for however many rows the step has. oneDNN with weights pre-packed into its blocked layout
@@ -22,6 +22,10 @@ emulates it 2.3-5.6 times slower); there it makes bfloat16 the faster dtype.
 Where it cannot be built or loaded (no compiler and no prebuilt library; generator-cpu carries one)
 bfloat16 runs on oneDNN's packed weights where oneDNN computes bfloat16, with a warning.
 
+The same library (`csrc/norm_rotary.cpp`) holds RMSNorm and rotate-half RoPE as one operator each,
+bit-identical to the torch ops they replace (float32 and bfloat16): `use_fused_ops` switches a
+loaded model's layers to them, which removes about half of a CPU decode step's kernel calls.
+
 The float32 packed kernel accumulates in another order than MKL's, so its results differ from
 torch's (and the reference's) in the last bits, at most a few 1e-6 on the model's products; the
 parity suite (identical greedy codes, first-step distributions within 1e-5) runs on it. Its rows
@@ -43,9 +47,9 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-BF16_MATVEC_SOURCE = Path(__file__).parent / "csrc" / "bf16_matvec.cpp"  # includes csrc/*.inc
-BF16_KERNEL_NAME = "qwentts_bf16_matvec"
-PREBUILT_KERNEL_VARIABLE = "QWENTTS_BF16_KERNEL"  # path of the kernel's library, built beforehand
+KERNEL_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("bf16_matvec.cpp", "norm_rotary.cpp")]
+KERNELS_NAME = "qwentts_cpu_kernels"
+PREBUILT_KERNELS_VARIABLE = "QWENTTS_CPU_KERNELS"  # path of the kernels' library, built beforehand
 MAX_ISA_VARIABLE = "QWENTTS_BF16_KERNEL_MAX_ISA"  # avx512 or avx2: the widest path the kernel may take
 
 # The batch size oneDNN lays a packed weight out for: the layout it picks for 16 rows serves one
@@ -85,6 +89,11 @@ def bf16_kernel_cpu() -> bool:
     return bf16_kernel_isa() is not None and not torch.cpu._is_amx_tile_supported()
 
 
+def bf16_kernel_built() -> bool:
+    """Whether bfloat16 products run on the kernel here: the CPU suits it and the library is built."""
+    return bf16_kernel_cpu() and kernels_built()
+
+
 def bf16_kernel_isa() -> str | None:
     """Which instructions the kernel runs on here: "AVX512-BF16" (its dot product), "AVX-512" or
     "AVX2" (the same arithmetic in FMAs), or None where neither. It follows torch's CPU capability
@@ -105,44 +114,62 @@ def bf16_kernel_isa() -> str | None:
 
 
 @functools.cache
-def bf16_kernel_built() -> bool:
-    """Whether `torch.ops.qwentts.bf16_product` (`csrc/bf16_matvec.cpp`) is here: False where
-    the CPU does not suit it or it cannot be built (no C++ compiler or ninja), and bfloat16 then
-    runs on oneDNN's packed weights where the CPU has them, else on torch's kernels. The first
-    call in a fresh environment compiles it (~30 s), unless $QWENTTS_BF16_KERNEL names a library
-    built beforehand (`python -m models.cpu_kernels DIR`; the generator-cpu image carries one)."""
-    if not bf16_kernel_cpu():
+def kernels_built() -> bool:
+    """Whether the project's CPU operators (`csrc/`: `torch.ops.qwentts.bf16_product`, `rms_norm`,
+    `rotary`) are here: False where torch does not run AVX2 or AVX-512 kernels or the library
+    cannot be built (no C++ compiler or ninja); products then run on oneDNN's packed weights where
+    the CPU has them, else on torch's kernels, and norms and RoPE as torch ops. The first call in a
+    fresh environment compiles it (~40 s), unless $QWENTTS_CPU_KERNELS names a library built
+    beforehand (`python -m models.cpu_kernels DIR`; the generator-cpu image carries one)."""
+    if bf16_kernel_isa() is None:
         return False
-    prebuilt = os.environ.get(PREBUILT_KERNEL_VARIABLE)
+    prebuilt = os.environ.get(PREBUILT_KERNELS_VARIABLE)
     try:
         if prebuilt:
             torch.ops.load_library(prebuilt)
         else:
-            build_bf16_kernel()
-    except Exception as error:  # any failure leaves oneDNN's or torch's products, which are correct
-        logger.warning("bfloat16 matvec kernel not loaded (%s); using oneDNN's or torch's products", error)
+            build_kernels()
+    except Exception as error:  # any failure leaves oneDNN's or torch's kernels, which are correct
+        logger.warning("CPU kernels not loaded (%s); using oneDNN's or torch's", error)
         return False
-    # What torch.compile traces instead of running it: the output's shape.
+    # What torch.compile traces instead of running them: the outputs' shapes.
     torch.library.register_fake("qwentts::bf16_product")(
         lambda x, packed, bias, out_features: x.new_empty((x.shape[0], out_features))
     )
+    torch.library.register_fake("qwentts::rms_norm")(lambda x, weight, eps: torch.empty_like(x))
+    torch.library.register_fake("qwentts::rotary")(lambda x, cos, sin: torch.empty_like(x))
     return True
 
 
-def build_bf16_kernel() -> Path:
-    """Compile the kernel (or find it up to date in torch's extension cache) and load it; returns
-    the library's path. It runs on any x86-64 CPU with AVX2: it picks its instructions at run time."""
+def build_kernels() -> Path:
+    """Compile the library (or find it up to date in torch's extension cache) and load it; returns
+    its path. It runs on any x86-64 CPU with AVX2: it picks its instructions at run time."""
     from torch.utils.cpp_extension import _get_build_directory, load
 
     put_ninja_on_path()
     load(
-        BF16_KERNEL_NAME,
-        [str(BF16_MATVEC_SOURCE)],
-        extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for runs in parallel only under OpenMP
+        KERNELS_NAME,
+        [str(source) for source in KERNEL_SOURCES],
+        # OpenMP: at::parallel_for runs in parallel only under it. No contraction of a * b + c into
+        # one FMA: norm_rotary.cpp rounds each product as torch does.
+        extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"],
         extra_ldflags=["-fopenmp"],
         is_python_module=False,  # it registers operators in the torch.ops.qwentts namespace
     )
-    return Path(_get_build_directory(BF16_KERNEL_NAME, verbose=False)) / f"{BF16_KERNEL_NAME}.so"
+    return Path(_get_build_directory(KERNELS_NAME, verbose=False)) / f"{KERNELS_NAME}.so"
+
+
+def use_fused_ops(module: nn.Module, on: bool = True) -> int:
+    """Let every layer inside `module` that can (`fused_cpu` attribute: the norms, the talker's
+    attention) run its norm and RoPE as one CPU operator each (`csrc/norm_rotary.cpp`, the same bits
+    as torch's ops), where the library is here and the weights are float32 or bfloat16 (`on=False`:
+    back to torch's ops); returns how many layers."""
+    if on and (next(module.parameters()).dtype not in (torch.float32, torch.bfloat16) or not kernels_built()):
+        return 0
+    layers = [m for m in module.modules() if hasattr(m, "fused_cpu")]
+    for layer in layers:
+        layer.fused_cpu = on
+    return len(layers)
 
 
 def put_ninja_on_path() -> None:
@@ -219,9 +246,9 @@ def pack_linears(module: nn.Module) -> int:
 
 
 if __name__ == "__main__":
-    # The image builder's step: compile the kernel where a compiler is, for images without one.
-    parser = argparse.ArgumentParser(description="Build the bfloat16 kernel into DIR (prints its path).")
+    # The image builder's step: compile the library where a compiler is, for images without one.
+    parser = argparse.ArgumentParser(description="Build the CPU kernels' library into DIR (prints its path).")
     parser.add_argument("directory", type=Path)
     args = parser.parse_args()
     args.directory.mkdir(parents=True, exist_ok=True)
-    print(shutil.copy(build_bf16_kernel(), args.directory))
+    print(shutil.copy(build_kernels(), args.directory))

@@ -13,9 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, fused_cpu: bool = False) -> torch.Tensor:
     """Normalise the last dimension in float32, cast back to the input dtype, then multiply by the
-    weight (the released models' order, needed for bit-exact results in bfloat16)."""
+    weight (the released models' order, needed for bit-exact results in bfloat16). `weight` matches
+    x's trailing dimensions. `fused_cpu`: as one CPU operator (models/csrc/norm_rotary.cpp, the same
+    bits), for layers that models.cpu_kernels.use_fused_ops() switched over."""
+    if fused_cpu:
+        return torch.ops.qwentts.rms_norm(x, weight, eps)
     dtype = x.dtype
     x = x.float()
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -27,9 +31,10 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
+        self.fused_cpu = False  # set by models.cpu_kernels.use_fused_ops()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps, self.fused_cpu)
 
 
 class SwiGLUMLP(nn.Module):
@@ -76,9 +81,12 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE; cos and sin broadcast against x (..., head_dim)."""
-    return x * cos + rotate_half(x) * sin
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fused_cpu: bool = False) -> torch.Tensor:
+    """Rotate-half RoPE of x (tokens, heads, head_dim) with each token's cos and sin (tokens,
+    head_dim); `fused_cpu` as in rms_norm."""
+    if fused_cpu:
+        return torch.ops.qwentts.rotary(x, cos, sin)
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
 
 
 def rope_table(head_dim: int, theta: float, positions: int, dtype: torch.dtype, device=None):

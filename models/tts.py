@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import CheckpointError, load_module_weights, parse_dtype, read_json, read_safetensors
-from models.cpu_kernels import pack_linears, packing_supported
+from models.cpu_kernels import pack_linears, packing_supported, use_fused_ops
 from models.engine.engine import Engine, FinishReason, SchedulerLimits, Session
 from models.engine.sampler import SamplingParams
 from models.qwen3_tts.configuration_qwen3_tts import Qwen3TTSConfig
@@ -74,6 +74,8 @@ class Qwen3TTS:
         talker.fuse()
         if packing_supported(dtype, torch.device(device)):
             pack_linears(talker)
+        if torch.device(device).type == "cpu":
+            use_fused_ops(talker)
         speaker_encoder = None
         if config.speaker_encoder is not None:
             speaker_encoder = Qwen3TTSSpeakerEncoder(config.speaker_encoder)

@@ -47,6 +47,7 @@ class Qwen3TTSAttention(nn.Module):
         # together (the same arithmetic per head, half the kernel launches).
         self.qkv_proj: nn.Linear | None = None
         self.register_buffer("qk_norm_weight", None, persistent=False)
+        self.fused_cpu = False  # set by models.cpu_kernels.use_fused_ops(): norm and RoPE as CPU operators
 
     def fuse(self) -> None:
         self.qkv_proj = fuse_linears(self.q_proj, self.k_proj, self.v_proj)
@@ -59,8 +60,10 @@ class Qwen3TTSAttention(nn.Module):
         n = x.shape[0]
         heads, kv_heads = self.num_heads, self.num_kv_heads
         qk, v = self.qkv_proj(x).split([(heads + kv_heads) * self.head_dim, kv_heads * self.head_dim], dim=-1)
-        qk = rms_norm(qk.reshape(n, heads + kv_heads, self.head_dim), self.qk_norm_weight, self.q_norm.eps)
-        q, k = apply_rotary(qk, cos[:, None], sin[:, None]).split([heads, kv_heads], dim=1)
+        qk = rms_norm(
+            qk.reshape(n, heads + kv_heads, self.head_dim), self.qk_norm_weight, self.q_norm.eps, self.fused_cpu
+        )
+        q, k = apply_rotary(qk, cos, sin, self.fused_cpu).split([heads, kv_heads], dim=1)
         out = attention(self.layer_idx, q, k, v.reshape(n, kv_heads, self.head_dim))
         return self.o_proj(out.reshape(n, heads * self.head_dim))
 

@@ -16,16 +16,18 @@ from torch import nn
 
 from models.cpu_kernels import (
     MAX_ISA_VARIABLE,
-    PREBUILT_KERNEL_VARIABLE,
+    PREBUILT_KERNELS_VARIABLE,
     PackedLinear,
     bf16_kernel_built,
-    bf16_kernel_cpu,
     bf16_kernel_isa,
+    kernels_built,
     native_bf16,
     pack_linears,
     packing_supported,
     put_ninja_on_path,
+    use_fused_ops,
 )
+from models.layers import RMSNorm, apply_rotary, rms_norm
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
@@ -35,7 +37,7 @@ KERNEL_FEATURES = [*FEATURES, (2100, 64)]  # and one past 1024 inputs (longer sp
 NATIVE_BF16 = pytest.mark.skipif(not native_bf16(CPU), reason="oneDNN computes no bfloat16 here")
 KERNEL = pytest.mark.skipif(
     not bf16_kernel_built(),
-    reason="the bfloat16 kernel is not built here (see test_bf16_kernel_builds_where_the_cpu_suits_it)",
+    reason="the bfloat16 kernel is not built here (see test_kernels_build_where_the_cpu_suits_them)",
 )
 
 
@@ -128,9 +130,9 @@ def test_bf16_kernel_fma_paths_give_the_same_bits(path):
         pytest.skip(f"this CPU runs the {bf16_kernel_isa()} path itself, or cannot run the {path} one")
     check = (
         "import torch\n"
-        "from models.cpu_kernels import bf16_kernel_built, bf16_kernel_isa\n"
+        "from models.cpu_kernels import kernels_built, bf16_kernel_isa\n"
         "from tests.models.test_cpu_kernels import assert_kernel_sums_in_its_order\n"
-        "assert bf16_kernel_built()\n"
+        "assert kernels_built()\n"
         f"assert bf16_kernel_isa() == torch.ops.qwentts.bf16_instructions() == {path!r}, bf16_kernel_isa()\n"
         "assert_kernel_sums_in_its_order()\n"
     )
@@ -179,15 +181,17 @@ def test_ninja_beside_the_interpreter_goes_on_path(monkeypatch, tmp_path):
 
 @KERNEL
 def test_bf16_kernel_runs_prebuilt_where_no_compiler_is(tmp_path):
-    """What the CPU image does: the library built beforehand, named by QWENTTS_BF16_KERNEL, loaded
-    where nothing can be compiled."""
+    """What the CPU image does: the library (products, norms, RoPE) built beforehand, named by
+    QWENTTS_CPU_KERNELS, loaded where nothing can be compiled."""
     build = [sys.executable, "-m", "models.cpu_kernels", str(tmp_path / "kernels")]
     library = subprocess.run(build, check=True, capture_output=True, text=True, cwd=ROOT, timeout=300).stdout.strip()
     check = (
-        "from tests.models.test_cpu_kernels import assert_kernel_sums_in_its_order\nassert_kernel_sums_in_its_order()\n"
+        "from tests.models.test_cpu_kernels import assert_fused_ops_match_torch, assert_kernel_sums_in_its_order\n"
+        "assert_kernel_sums_in_its_order()\n"
+        "assert_fused_ops_match_torch()\n"
     )
     extensions = tmp_path / "extensions"
-    env = {**os.environ, PREBUILT_KERNEL_VARIABLE: library, "PATH": "", "TORCH_EXTENSIONS_DIR": str(extensions)}
+    env = {**os.environ, PREBUILT_KERNELS_VARIABLE: library, "PATH": "", "TORCH_EXTENSIONS_DIR": str(extensions)}
     subprocess.run([sys.executable, "-c", check], check=True, env=env, cwd=ROOT, timeout=300)
     assert not extensions.exists(), "compiled it again"
 
@@ -233,9 +237,9 @@ def test_bf16_onednn_packing_matches_torch(bias, shape):
         assert torch.equal(packed(x), linear(x))
 
 
-@pytest.mark.skipif(not bf16_kernel_cpu(), reason="this CPU does not suit the bfloat16 kernel")
-def test_bf16_kernel_builds_where_the_cpu_suits_it():
-    assert bf16_kernel_built(), "see the warning logged by models.cpu_kernels"
+@pytest.mark.skipif(bf16_kernel_isa() is None, reason="torch runs no AVX2 or AVX-512 kernels here")
+def test_kernels_build_where_the_cpu_suits_them():
+    assert kernels_built(), "see the warning logged by models.cpu_kernels"
 
 
 @pytest.mark.parametrize(
@@ -266,3 +270,89 @@ def test_pack_linears_replaces_nested_layers():
     model = nn.Sequential(nn.Linear(8, 8), nn.ModuleList([nn.Linear(8, 4), nn.ReLU()]))
     assert pack_linears(model) == 2
     assert isinstance(model[0], PackedLinear) and isinstance(model[1][0], PackedLinear)
+
+
+FUSED = pytest.mark.skipif(
+    not kernels_built(), reason="the CPU kernels are not built here (see test_kernels_build_where_the_cpu_suits_them)"
+)
+# (shape of x, shape of the weight): hidden sizes of the models, per-head q/k norm weights, sizes
+# that leave elements past the last whole vector and groups of vectors, rows enough for 2 threads.
+NORM_CASES = [
+    ((1, 1024), (1024,)),
+    ((16, 2048), (2048,)),
+    ((5, 24, 128), (24, 128)),
+    ((80, 1024), (1024,)),
+    ((3, 100), (100,)),
+    ((2, 3, 12), (12,)),
+    ((4, 3072), (3072,)),
+]
+
+
+def assert_fused_ops_match_torch():
+    """The fused norm and RoPE against the torch ops they replace, bit for bit, in float32 and
+    bfloat16, on inputs whose magnitudes span many binades (so that another order of the sum of
+    squares shows), with one and two threads."""
+    generator = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    try:
+        for dtype in (torch.float32, torch.bfloat16):
+            for shape, weight_shape in NORM_CASES:
+                x = torch.randn(shape, generator=generator) * torch.exp(3 * torch.randn(shape, generator=generator))
+                x = x.to(dtype)
+                weight = (1 + torch.randn(weight_shape, generator=generator) / 10).to(dtype)
+                for count in (1, 2):
+                    torch.set_num_threads(count)
+                    expected = rms_norm(x, weight, 1e-6)
+                    assert torch.equal(rms_norm(x, weight, 1e-6, fused_cpu=True), expected), (dtype, shape, count)
+            for tokens, heads, size in ((1, 24, 128), (16, 24, 128), (3, 5, 64)):
+                x = torch.randn(tokens, heads, size, generator=generator).to(dtype)
+                angles = torch.rand(tokens, size, generator=generator) * 4000
+                cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+                assert torch.equal(apply_rotary(x, cos, sin, fused_cpu=True), apply_rotary(x, cos, sin)), (dtype, heads)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@FUSED
+def test_fused_norm_and_rotary_match_torch():
+    assert_fused_ops_match_torch()
+
+
+@FUSED
+def test_fused_ops_match_torch_as_an_avx2_cpu():
+    """Under AVX2 torch's own kernels change (8-lane vectors, other conversions): the same bits."""
+    check = "from tests.models.test_cpu_kernels import assert_fused_ops_match_torch\nassert_fused_ops_match_torch()\n"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    subprocess.run([sys.executable, "-c", check], check=True, env=env, cwd=ROOT, timeout=300)
+
+
+@FUSED
+def test_fused_ops_refuse_what_they_do_not_compute():
+    x = torch.randn(2, 8)
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+        rms_norm(x.half(), torch.ones(8).half(), 1e-6, fused_cpu=True)
+    with pytest.raises(RuntimeError, match="does not match the last dimensions"):
+        rms_norm(x, torch.ones(4), 1e-6, fused_cpu=True)
+    with pytest.raises(RuntimeError, match="the input's dtype"):
+        rms_norm(x, torch.ones(8).bfloat16(), 1e-6, fused_cpu=True)
+    with pytest.raises(RuntimeError, match=r"cos and sin are \(tokens, head size\)"):
+        apply_rotary(x.view(2, 1, 8), torch.ones(3, 8), torch.ones(3, 8), fused_cpu=True)
+
+
+@FUSED
+def test_use_fused_ops_switches_float32_and_bfloat16_layers():
+    norms = nn.Sequential(RMSNorm(8, 1e-6), nn.ModuleList([RMSNorm(8, 1e-6)]))
+    assert use_fused_ops(norms) == 2 and all(norm.fused_cpu for norm in (norms[0], norms[1][0]))
+    half = nn.Sequential(RMSNorm(8, 1e-6)).half()
+    assert use_fused_ops(half) == 0 and not half[0].fused_cpu
+
+
+@FUSED
+def test_fused_ops_trace_in_one_graph():
+    def norm_and_rotate(x, weight, cos, sin):
+        return apply_rotary(rms_norm(x, weight, 1e-6, fused_cpu=True), cos, sin, fused_cpu=True)
+
+    explained = torch._dynamo.explain(norm_and_rotate)(
+        torch.randn(2, 3, 8), torch.ones(3, 8), torch.ones(2, 8), torch.zeros(2, 8)
+    )
+    assert explained.graph_count == 1 and explained.graph_break_count == 0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.cpu_kernels import kernels_built, use_fused_ops
 from models.engine.engine import Engine, FinishReason, SchedulerLimits
 from models.engine.model_runner import _one_query
 from models.engine.sampler import SamplingParams
@@ -22,6 +23,10 @@ TEXT = [5, 17, 9, 30, 2, 44, 8, 21]
 
 @pytest.fixture(scope="module")
 def talker():
+    return tiny_talker()
+
+
+def tiny_talker(dtype=torch.float32):
     torch.manual_seed(0)
     predictor = Qwen3TTSDecoderConfig(
         hidden_size=32,
@@ -61,7 +66,7 @@ def talker():
         for p in model.parameters():
             p.normal_(0, 0.5 if p.dim() == 2 else 0.05) if p.dim() > 1 else p.fill_(1.0)
         model.codec_head.weight[2150] = 0  # keep EOS out of greedy runs
-    model.fuse()
+    model.to(dtype).fuse()
     return model
 
 
@@ -443,6 +448,24 @@ def test_compiled_decode_steps_give_the_eager_codes(talker, monkeypatch):
         if not compiled:
             expected = frames
     for got, want in zip(frames, expected):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.skipif(not kernels_built(), reason="the CPU kernels are not built here")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_cpu_norms_and_rope_give_the_same_codes(dtype):
+    """The talker's norms and RoPE as the project's CPU operators (how the loader runs it on CPU):
+    the codes of batched sessions, prompts and decoding alike, are the torch ops' codes."""
+    frames = {}
+    for fused in (False, True):
+        model = tiny_talker(dtype)
+        if fused:
+            assert use_fused_ops(model) > 0
+        engine, sessions = engine_with_sessions(model, 3)
+        while engine.active:
+            engine.step()
+        frames[fused] = [np.stack(s.frames) for s in sessions]
+    for got, want in zip(frames[True], frames[False]):
         assert np.array_equal(got, want)
 
 

@@ -149,18 +149,26 @@ def _warp(
     return scores
 
 
-def _pick(
+def _choose(
     scores: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
     do_sample: torch.Tensor,
     seeds: torch.Tensor,
     draws: torch.Tensor,
     codebook: int,
     warping: Warping,
 ) -> torch.Tensor:
-    if warping.sample:
-        noise = gumbel_noise(seeds, draws, codebook, scores.shape[-1])
-        scores = torch.where(do_sample[:, None], scores + noise, scores)
-    return scores.argmax(dim=-1)
+    """Greedy rows: the argmax of `scores` (no warper touches them, as in the reference: dividing
+    by a temperature can round the two best scores to one value and move the argmax). Sampling
+    rows: a draw from the warped scores."""
+    greedy = scores.argmax(dim=-1)
+    if not warping.sample:
+        return greedy
+    warped = _warp(scores, temperature, top_k, top_p, warping)
+    drawn = (warped + gumbel_noise(seeds, draws, codebook, scores.shape[-1])).argmax(dim=-1)
+    return torch.where(do_sample, drawn, greedy)
 
 
 def talker_codes(
@@ -187,8 +195,18 @@ def talker_codes(
     scores = torch.where(seen, penalised, scores)
     scores[:, eos_id] = torch.where(generated < MIN_NEW_TOKENS, float("-inf"), scores[:, eos_id])
     scores = scores.masked_fill(suppressed, float("-inf"))
-    scores = _warp(scores, floats[:, _F["temperature"]], ints[:, _I["top_k"]], floats[:, _F["top_p"]], warping)
-    return _pick(scores, ints[:, _I["do_sample"]].bool(), seeds, draws, 0, warping), finite
+    code = _choose(
+        scores,
+        floats[:, _F["temperature"]],
+        ints[:, _I["top_k"]],
+        floats[:, _F["top_p"]],
+        ints[:, _I["do_sample"]].bool(),
+        seeds,
+        draws,
+        0,
+        warping,
+    )
+    return code, finite
 
 
 def predictor_codes(
@@ -204,14 +222,18 @@ def predictor_codes(
     """Codebook `codebook` (1-15) for each row: (codes, finite)."""
     scores = logits.float()
     finite = torch.isfinite(scores).all(dim=-1)
-    scores = _warp(
+    code = _choose(
         scores,
         floats[:, _F["subtalker_temperature"]],
         ints[:, _I["subtalker_top_k"]],
         floats[:, _F["subtalker_top_p"]],
+        ints[:, _I["subtalker_do_sample"]].bool(),
+        seeds,
+        draws,
+        codebook,
         warping,
     )
-    return _pick(scores, ints[:, _I["subtalker_do_sample"]].bool(), seeds, draws, codebook, warping), finite
+    return code, finite
 
 
 def suppressed_mask(vocab_size: int, eos_id: int, device=None) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The on-device sampler: the reference's processors with per-row parameters, and Gumbel-max draws
 from counter-based noise that follow the softmax probabilities exactly (statistically)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -62,7 +63,7 @@ def test_per_row_processors_match_the_plain_ones():
         seen[row, history] = True
     floats, ints = rows_of(params)
     warping = Warping.of(params, VOCAB, predictor=False)
-    # Greedy everywhere but with each row's warpers: the argmax of the processed scores.
+    # Every row greedy: the argmax of the penalised, suppressed scores (warpers are for draws).
     greedy_ints = ints.clone()
     greedy_ints[:, 0] = 0
     codes, finite = talker_codes(
@@ -78,8 +79,35 @@ def test_per_row_processors_match_the_plain_ones():
         warping=warping,
     )
     for row, (p, history) in enumerate(zip(params, histories)):
-        assert codes[row] == reference_scores(logits[row], history, p).argmax()
+        unwarped = dataclasses.replace(p, temperature=1.0, top_k=0, top_p=1.0)
+        assert codes[row] == reference_scores(logits[row], history, unwarped).argmax()
     assert finite.all()
+
+
+def test_greedy_rows_ignore_the_temperature():
+    """Dividing by 0.9 rounds two adjacent scores in [0.9, 1) to one value, and argmax would then
+    take the first: a greedy row keeps the true best code, as the reference's greedy search does."""
+    temperature = torch.tensor(0.9)
+    best = next(
+        b
+        for b in torch.linspace(0.9, 1.0, 1000)
+        if b / temperature == torch.nextafter(b, torch.tensor(0.0)) / temperature
+    )
+    logits = torch.full((2, 2048), -10.0)
+    logits[:, 3] = torch.nextafter(best, torch.tensor(0.0))
+    logits[:, 5] = best
+    params = [SamplingParams(do_sample=False, subtalker_do_sample=False), SamplingParams(subtalker_top_k=0, seed=1)]
+    floats, ints = rows_of(params)
+    codes, _ = predictor_codes(
+        logits,
+        1,
+        floats,
+        ints,
+        torch.tensor([0, 1]),
+        torch.zeros(2, dtype=torch.long),
+        warping=Warping.of(params, 2048, predictor=True),  # the second row samples: warpers run
+    )
+    assert codes[0] == 5
 
 
 def test_noise_is_a_function_of_seed_draw_and_codebook():

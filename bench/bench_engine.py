@@ -15,7 +15,9 @@ widths are tiny, which changes no count), for 1, 8, 32 and 64 streams decoding t
   and the sampler) with zero graph breaks (torch._dynamo.explain).
 
 With CUDA graphs (GENERATOR_CUDA_GRAPHS, on by default on CUDA) the launches of a decode step become
-one graph replay; the launch count is what a step costs without them.
+one graph replay; the launch count is what a step costs without them. The step is counted as it
+runs on a GPU (norms and RoPE as torch ops), and once more as it runs on a CPU, where they are one
+operator each (models/csrc/norm_rotary.cpp).
 
 Prints the numbers and writes them to docs/benchmarks.md. Never used by tests.
 """
@@ -31,6 +33,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.report import machine, write_section
+from models.cpu_kernels import use_fused_ops
 from models.engine.model_runner import ModelRunner
 from models.engine.scheduler import SchedulerLimits
 from models.tts import Qwen3TTS
@@ -161,10 +164,11 @@ def main(argv=None) -> None:
         "every stream decoding (no prompt in the step), float32. Launches: aten kernels dispatched (views",
         "and allocations excluded); on CUDA with graphs on, a decode step is one graph replay instead.",
         "Syncs: host reads of device values. Before: the engine this one replaced, as counted in issue 11.",
+        "On CPU: launches/step where norms and RoPE run as one operator each (the CPU loader's default).",
         "",
         "| model | sampling | streams | launches/step | launches/frame | blocking syncs/step | uploads/step "
-        "| before: launches/frame, syncs/step |",
-        "|---|---|---|---|---|---|---|---|",
+        "| on CPU: launches/step | before: launches/frame, syncs/step |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     compiled = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,18 +176,28 @@ def main(argv=None) -> None:
             tts = Qwen3TTS.from_pretrained(checkpoint(size, Path(tmp)), dtype="float32")
             for sampled in (False, True):
                 for streams in args.streams:
+                    use_fused_ops(tts.talker, on=False)  # as on a GPU
                     got = count_steps(tts, streams, sampled)
+                    on_cpu = count_steps(tts, streams, sampled) if use_fused_ops(tts.talker) else None
+                    cpu_cell = f"{on_cpu['launches_per_step']:,.0f}" if on_cpu else "not built"
                     before = BEFORE.get(streams) if not sampled else None
                     mode = "sampled" if sampled else "greedy"
                     row = (
                         f"| {size} | {mode} | {streams} | {got['launches_per_step']:,.0f} "
                         f"| {got['launches_per_frame']:,.0f} | {got['syncs_per_step']:g} | {got['uploads_per_step']:g} "
+                        f"| {cpu_cell} "
                         f"| {f'{before[0]:,.0f}, {before[1]}' if before else ''} |"
                     )
                     print(row, flush=True)
                     lines.append(row)
+                use_fused_ops(tts.talker, on=False)
                 breaks = graph_breaks(tts, sampled)
-                compiled.append(f"{size} {'sampled' if sampled else 'greedy'}: {breaks} graph breaks")
+                fused = (
+                    f", {graph_breaks(tts, sampled)} with the CPU's norm and RoPE operators"
+                    if use_fused_ops(tts.talker)
+                    else ""
+                )
+                compiled.append(f"{size} {'sampled' if sampled else 'greedy'}: {breaks} graph breaks{fused}")
                 print(compiled[-1], flush=True)
     lines += ["", "`torch.compile(fullgraph=True)` of the whole decode step: " + "; ".join(compiled) + "."]
     if not args.no_write:

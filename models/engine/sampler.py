@@ -151,10 +151,8 @@ def _warp(
 
 def _choose(
     scores: torch.Tensor,
-    temperature: torch.Tensor,
-    top_k: torch.Tensor,
-    top_p: torch.Tensor,
-    do_sample: torch.Tensor,
+    floats: torch.Tensor,
+    ints: torch.Tensor,
     seeds: torch.Tensor,
     draws: torch.Tensor,
     codebook: int,
@@ -162,13 +160,16 @@ def _choose(
 ) -> torch.Tensor:
     """Greedy rows: the argmax of `scores` (no warper touches them, as in the reference: dividing
     by a temperature can round the two best scores to one value and move the argmax). Sampling
-    rows: a draw from the warped scores."""
+    rows: a draw from the scores warped with the talker's parameters (codebook 0) or the
+    predictor's (subtalker_*)."""
     greedy = scores.argmax(dim=-1)
     if not warping.sample:
         return greedy
-    warped = _warp(scores, temperature, top_k, top_p, warping)
+    prefix = "subtalker_" if codebook else ""
+    temperature, top_p = floats[:, _F[prefix + "temperature"]], floats[:, _F[prefix + "top_p"]]
+    warped = _warp(scores, temperature, ints[:, _I[prefix + "top_k"]], top_p, warping)
     drawn = (warped + gumbel_noise(seeds, draws, codebook, scores.shape[-1])).argmax(dim=-1)
-    return torch.where(do_sample, drawn, greedy)
+    return torch.where(ints[:, _I[prefix + "do_sample"]].bool(), drawn, greedy)
 
 
 def talker_codes(
@@ -195,18 +196,7 @@ def talker_codes(
     scores = torch.where(seen, penalised, scores)
     scores[:, eos_id] = torch.where(generated < MIN_NEW_TOKENS, float("-inf"), scores[:, eos_id])
     scores = scores.masked_fill(suppressed, float("-inf"))
-    code = _choose(
-        scores,
-        floats[:, _F["temperature"]],
-        ints[:, _I["top_k"]],
-        floats[:, _F["top_p"]],
-        ints[:, _I["do_sample"]].bool(),
-        seeds,
-        draws,
-        0,
-        warping,
-    )
-    return code, finite
+    return _choose(scores, floats, ints, seeds, draws, 0, warping), finite
 
 
 def predictor_codes(
@@ -222,18 +212,7 @@ def predictor_codes(
     """Codebook `codebook` (1-15) for each row: (codes, finite)."""
     scores = logits.float()
     finite = torch.isfinite(scores).all(dim=-1)
-    code = _choose(
-        scores,
-        floats[:, _F["subtalker_temperature"]],
-        ints[:, _I["subtalker_top_k"]],
-        floats[:, _F["subtalker_top_p"]],
-        ints[:, _I["subtalker_do_sample"]].bool(),
-        seeds,
-        draws,
-        codebook,
-        warping,
-    )
-    return code, finite
+    return _choose(scores, floats, ints, seeds, draws, codebook, warping), finite
 
 
 def suppressed_mask(vocab_size: int, eos_id: int, device=None) -> torch.Tensor:

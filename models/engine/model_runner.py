@@ -46,6 +46,7 @@ from .sampler import (
     Warping,
     param_rows,
     predictor_codes,
+    predictor_noise,
     suppressed_mask,
     talker_codes,
 )
@@ -394,11 +395,12 @@ class ModelRunner:
         codes = [code0]
         rows = hidden.shape[0]
         predictor = talker.code_predictor
+        noise = predictor_noise(seeds, draws, predictor.config.vocab_size, warping[1])
         x = torch.stack([hidden, talker.embed_codec(code0)], dim=1).flatten(0, 1)
         cos, sin = self.frame_cos[:2].repeat(rows, 1), self.frame_sin[:2].repeat(rows, 1)
         out = predictor(x, cos, sin, _FrameAttention(self.predictor_kv, rows, 0, 2)).view(rows, 2, -1)[:, -1]
         for j, head in enumerate(predictor.lm_head):
-            code, ok = predictor_codes(head(out), j + 1, floats, ints, seeds, draws, warping=warping[1])
+            code, ok = predictor_codes(head(out), j + 1, floats, ints, noise, warping=warping[1])
             codes.append(code)
             finite = finite & ok
             if j + 1 < len(predictor.lm_head):

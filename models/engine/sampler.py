@@ -115,11 +115,14 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
-def gumbel_noise(seeds: torch.Tensor, draws: torch.Tensor, codebook: int, vocab: int) -> torch.Tensor:
-    """Gumbel(0, 1) noise of shape (rows, vocab), a pure function of (seed, draw, codebook, code)."""
-    row = _mix32(_mix32(seeds ^ _mix32(draws * 16 + codebook)) ^ (seeds >> 32))
+def gumbel_noise(seeds: torch.Tensor, draws: torch.Tensor, codebooks: range, vocab: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise of shape (rows, len(codebooks), vocab), a pure function of (seed, draw,
+    codebook, code), element by element: computing several codebooks at once gives each the same
+    values as alone, in one pass instead of one per codebook."""
+    books = torch.arange(codebooks.start, codebooks.stop, device=seeds.device, dtype=torch.int64)
+    row = _mix32(_mix32(seeds[:, None] ^ _mix32(draws[:, None] * 16 + books)) ^ (seeds[:, None] >> 32))
     codes = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
-    bits = _mix32(row[:, None] ^ ((codes * _GOLDEN) & _MASK32))
+    bits = _mix32(row[:, :, None] ^ ((codes * _GOLDEN) & _MASK32))
     return -torch.log(-torch.log(open_unit_interval(bits)))
 
 
@@ -153,22 +156,21 @@ def _choose(
     scores: torch.Tensor,
     floats: torch.Tensor,
     ints: torch.Tensor,
-    seeds: torch.Tensor,
-    draws: torch.Tensor,
-    codebook: int,
+    noise: torch.Tensor | None,
+    predictor: bool,
     warping: Warping,
 ) -> torch.Tensor:
     """Greedy rows: the argmax of `scores` (no warper touches them, as in the reference: dividing
     by a temperature can round the two best scores to one value and move the argmax). Sampling
-    rows: a draw from the scores warped with the talker's parameters (codebook 0) or the
+    rows: a draw, with `noise`, from the scores warped with the talker's parameters or the
     predictor's (subtalker_*)."""
     greedy = scores.argmax(dim=-1)
     if not warping.sample:
         return greedy
-    prefix = "subtalker_" if codebook else ""
+    prefix = "subtalker_" if predictor else ""
     temperature, top_p = floats[:, _F[prefix + "temperature"]], floats[:, _F[prefix + "top_p"]]
     warped = _warp(scores, temperature, ints[:, _I[prefix + "top_k"]], top_p, warping)
-    drawn = (warped + gumbel_noise(seeds, draws, codebook, scores.shape[-1])).argmax(dim=-1)
+    drawn = (warped + noise).argmax(dim=-1)
     return torch.where(ints[:, _I[prefix + "do_sample"]].bool(), drawn, greedy)
 
 
@@ -196,7 +198,14 @@ def talker_codes(
     scores = torch.where(seen, penalised, scores)
     scores[:, eos_id] = torch.where(generated < MIN_NEW_TOKENS, float("-inf"), scores[:, eos_id])
     scores = scores.masked_fill(suppressed, float("-inf"))
-    return _choose(scores, floats, ints, seeds, draws, 0, warping), finite
+    noise = gumbel_noise(seeds, draws, range(1), scores.shape[-1])[:, 0] if warping.sample else None
+    return _choose(scores, floats, ints, noise, False, warping), finite
+
+
+def predictor_noise(seeds: torch.Tensor, draws: torch.Tensor, vocab: int, warping: Warping) -> torch.Tensor | None:
+    """The Gumbel noise of codebooks 1-15 for every row, (rows, 15, vocab), computed before the
+    predictor's passes in one go; None when no row samples."""
+    return gumbel_noise(seeds, draws, range(1, 16), vocab) if warping.sample else None
 
 
 def predictor_codes(
@@ -204,15 +213,15 @@ def predictor_codes(
     codebook: int,
     floats: torch.Tensor,
     ints: torch.Tensor,
-    seeds: torch.Tensor,
-    draws: torch.Tensor,
+    noise: torch.Tensor | None,
     *,
     warping: Warping,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codebook `codebook` (1-15) for each row: (codes, finite)."""
+    """Codebook `codebook` (1-15) for each row: (codes, finite); `noise` from predictor_noise()."""
     scores = logits.float()
     finite = torch.isfinite(scores).all(dim=-1)
-    return _choose(scores, floats, ints, seeds, draws, codebook, warping), finite
+    noise = None if noise is None else noise[:, codebook - 1]
+    return _choose(scores, floats, ints, noise, True, warping), finite
 
 
 def suppressed_mask(vocab_size: int, eos_id: int, device=None) -> torch.Tensor:

@@ -14,6 +14,7 @@ from models.engine.sampler import (
     open_unit_interval,
     param_rows,
     predictor_codes,
+    predictor_noise,
     suppressed_mask,
     talker_codes,
 )
@@ -98,26 +99,25 @@ def test_greedy_rows_ignore_the_temperature():
     logits[:, 5] = best
     params = [SamplingParams(do_sample=False, subtalker_do_sample=False), SamplingParams(subtalker_top_k=0, seed=1)]
     floats, ints = rows_of(params)
-    codes, _ = predictor_codes(
-        logits,
-        1,
-        floats,
-        ints,
-        torch.tensor([0, 1]),
-        torch.zeros(2, dtype=torch.long),
-        warping=Warping.of(params, 2048, predictor=True),  # the second row samples: warpers run
-    )
+    warping = Warping.of(params, 2048, predictor=True)  # the second row samples: warpers run
+    noise = predictor_noise(torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long), 2048, warping)
+    codes, _ = predictor_codes(logits, 1, floats, ints, noise, warping=warping)
     assert codes[0] == 5
 
 
 def test_noise_is_a_function_of_seed_draw_and_codebook():
     seeds, draws = torch.tensor([1, 1, 2]), torch.tensor([0, 0, 0])
-    a = gumbel_noise(seeds, draws, 0, 2048)
+    a = gumbel_noise(seeds, draws, range(1), 2048)[:, 0]
     assert torch.equal(a[0], a[1]) and not torch.equal(a[0], a[2])
-    assert not torch.equal(a[0], gumbel_noise(seeds, draws + 1, 0, 2048)[0])
-    assert not torch.equal(a[0], gumbel_noise(seeds, draws, 1, 2048)[0])
+    assert not torch.equal(a[0], gumbel_noise(seeds, draws + 1, range(1), 2048)[0, 0])
+    assert not torch.equal(a[0], gumbel_noise(seeds, draws, range(1, 2), 2048)[0, 0])
+    # Codebooks computed together: each one's noise is what it is alone, to the bit.
+    together = gumbel_noise(seeds, draws, range(1, 16), 2048)
+    for codebook in range(1, 16):
+        alone = gumbel_noise(seeds, draws, range(codebook, codebook + 1), 2048)
+        assert torch.equal(together[:, codebook - 1], alone[:, 0])
     # Standard Gumbel: mean is the Euler-Mascheroni constant, variance pi^2 / 6.
-    many = gumbel_noise(torch.arange(64), torch.zeros(64, dtype=torch.long), 3, 4096)
+    many = gumbel_noise(torch.arange(64), torch.zeros(64, dtype=torch.long), range(3, 4), 4096)
     assert abs(many.mean().item() - 0.5772) < 0.01
     assert abs(many.var().item() - math.pi**2 / 6) < 0.03
 
@@ -150,9 +150,8 @@ def test_draws_follow_the_processed_probabilities(params):
     logits = torch.randn(vocab) * 1.5
     floats, ints = rows_of([params] * draws)
     warping = Warping.of([params], vocab, predictor=True)
-    codes, _ = predictor_codes(
-        logits.expand(draws, vocab), 1, floats, ints, torch.full((draws,), 99), torch.arange(draws), warping=warping
-    )
+    noise = predictor_noise(torch.full((draws,), 99), torch.arange(draws), vocab, warping)
+    codes, _ = predictor_codes(logits.expand(draws, vocab), 1, floats, ints, noise, warping=warping)
     scores = logits / params.subtalker_temperature
     if params.subtalker_top_k:
         scores[scores < torch.topk(scores, params.subtalker_top_k).values[-1]] = -math.inf

@@ -11,9 +11,9 @@
 //   compiled with -ffp-contract=off);
 // - the sum of squares is added in torch 2.13's order for a contiguous float32 row (its cascade
 //   sum, read from ATen/native/cpu/SumKernel.cpp and confirmed on random rows): 8-lane vector
-//   accumulators (8 also where torch runs its AVX-512 kernels), the vectors dealt round-robin to 4 of them, each summing 16 vectors a level then adding the level
-//   into the next, the 4 added in order, then the elements past the last whole vector, then the 8
-//   lanes, one by one.
+//   accumulators (8 also where torch runs its AVX-512 kernels), the vectors dealt round-robin to
+//   4 of them, each summing 16 vectors a level and then adding the level into the next; the 4
+//   added in order; then the elements past the last whole vector and the 8 lanes, one by one.
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>

@@ -170,8 +170,12 @@ def _choose(
     prefix = "subtalker_" if predictor else ""
     temperature, top_p = floats[:, _F[prefix + "temperature"]], floats[:, _F[prefix + "top_p"]]
     warped = _warp(scores, temperature, ints[:, _I[prefix + "top_k"]], top_p, warping)
-    drawn = (warped + noise).argmax(dim=-1)
-    return torch.where(ints[:, _I[prefix + "do_sample"]].bool(), drawn, greedy)
+    return torch.where(ints[:, _I[prefix + "do_sample"]].bool(), _draw(warped, noise), greedy)
+
+
+def _draw(warped: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Gumbel-max: one code per row from softmax(warped), (rows, vocab) -> (rows,)."""
+    return (warped + noise).argmax(dim=-1)
 
 
 def talker_codes(

@@ -209,15 +209,15 @@ def record_draws(monkeypatch, replay: list[int]):
     first draws return `replay`'s codes (the reference's own first draws) so that later
     distributions are conditioned identically."""
     calls = []
-    real = sampler._pick
+    real = sampler._draw
 
-    def pick(scores, do_sample, seeds, draws, codebook, warping):
-        calls.extend(scores.detach().softmax(dim=-1).clone())  # one distribution per row
+    def draw(warped, noise):
+        calls.extend(warped.detach().softmax(dim=-1).clone())  # one distribution per row
         if replay:
-            return torch.full((scores.shape[0],), replay.pop(0), dtype=torch.int64, device=scores.device)
-        return real(scores, do_sample, seeds, draws, codebook, warping)
+            return torch.full((warped.shape[0],), replay.pop(0), dtype=torch.int64, device=warped.device)
+        return real(warped, noise)
 
-    monkeypatch.setattr(sampler, "_pick", pick)
+    monkeypatch.setattr(sampler, "_draw", draw)
     return calls
 
 

@@ -559,13 +559,22 @@ class Qwen3TTSTokenizerDecoder(nn.Module):
 # Encoder
 # --------------------------------------------------------------------------------------------------
 
-# Checkpoint keys (transformers 4.57 Mimi layout under `encoder.`) -> transformers 5.x MimiModel names.
-_ENCODER_RENAMES = (
-    ("encoder.encoder.layers.", "encoder.encoder_seanet.layers."),
+# Checkpoint keys (transformers 4.57's Mimi layout under `encoder.`) by MimiModel's state-dict
+# names. From transformers 5.21 the encoder's parts sit under `encoder` (NESTED); 5.0-5.20 keep
+# 4.57's flat layout (FLAT), and build the decoder half even when decoder_config is None.
+_NESTED_RENAMES = (
+    ("encoder.encoder_seanet.", "encoder.encoder."),
     ("encoder.encoder_transformer.", "encoder.encoder_transformer."),
     ("encoder.downsample.", "encoder.downsample."),
-    ("encoder.quantizer.", "quantizer."),
+    ("quantizer.", "encoder.quantizer."),
 )
+_FLAT_RENAMES = (
+    ("encoder.", "encoder.encoder."),
+    ("encoder_transformer.", "encoder.encoder_transformer."),
+    ("downsample.", "encoder.downsample."),
+    ("quantizer.", "encoder.quantizer."),
+)
+_FLAT_DECODER_HALF = ("upsample", "decoder_transformer", "decoder")
 # Mimi decoder-half weights a codec file could carry; the encoder never uses them.
 _ENCODER_IGNORED = ("encoder.upsample.", "encoder.decoder_transformer.", "encoder.decoder.")
 
@@ -585,6 +594,11 @@ class Qwen3TTSTokenizerEncoder(nn.Module):
         self.num_quantizers = config.encoder_valid_num_quantizers
         self.mimi = MimiModel(config.mimi_config())
         self.mimi.eval()
+        nested = hasattr(self.mimi.encoder, "encoder_seanet")
+        self._renames = _NESTED_RENAMES if nested else _FLAT_RENAMES
+        if not nested:  # encode never runs the decoder half: drop it, its weights unloaded
+            for name in _FLAT_DECODER_HALF:
+                setattr(self.mimi, name, None)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         out = self.mimi.encode(audio[:, None, :], num_quantizers=self.num_quantizers, return_dict=True)
@@ -604,12 +618,11 @@ class Qwen3TTSTokenizerEncoder(nn.Module):
             if hasattr(module, "_embed"):
                 module._embed = None
 
-    @staticmethod
-    def file_key(name: str) -> str:
+    def file_key(self, name: str) -> str:
         """Checkpoint key of a `Qwen3TTSTokenizerEncoder` state-dict name."""
         assert name.startswith("mimi.")
         name = name[len("mimi.") :]
-        for file_prefix, model_prefix in _ENCODER_RENAMES:
+        for model_prefix, file_prefix in self._renames:
             if name.startswith(model_prefix):
                 return file_prefix + name[len(model_prefix) :]
         raise KeyError(name)

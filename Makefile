@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := clients/node/node_modules/.package-lock.json
 K8S_TOOLS_STAMP := k8s/tools/node_modules/.package-lock.json
 
-.PHONY: setup demo run node-deps k8s-deps check-k8s lint test test-fast bench bench-model bench-engine bench-linears reference-env protos check-protos check-images clean
+.PHONY: setup demo run node-deps k8s-deps check-k8s lint test test-fast bench bench-model bench-engine bench-linears gpu-kit reference-env protos check-protos check-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,11 @@ bench-model: $(STAMP) reference-env
 # Kernel launches and host syncs per decode step at 1-64 streams, and the torch.compile check (CPU, minutes).
 bench-engine: $(STAMP)
 	$(PY) -m bench.bench_engine
+
+# The wheels bench/gpu_check.sh needs on a lent GPU machine, which reaches no package index:
+# .whl/ (about 23 MiB), carried there with the working tree (docs/benchmarks.md, GPU check).
+gpu-kit: $(STAMP)
+	$(PY) -m bench.gpu_kit
 
 # The bfloat16 CPU kernel (models/csrc/) against oneDNN on the 0.6B weight shapes, 1-512 rows (a minute).
 bench-linears: $(STAMP)

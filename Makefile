@@ -87,9 +87,10 @@ bench-model: $(STAMP) reference-env
 bench-engine: $(STAMP)
 	$(PY) -m bench.bench_engine
 
-# The wheels bench/gpu_check.sh needs on a lent GPU machine, which reaches no package index:
-# .whl/ (about 23 MiB), carried there with the working tree (docs/benchmarks.md, GPU check).
-gpu-kit: $(STAMP)
+# The wheels bench/gpu_check.sh needs on a lent GPU machine, which reaches no package index (the
+# cluster's, and the reference's for the parity suite): .whl/, about 41 MiB, carried there with the
+# working tree (docs/benchmarks.md, "Running the GPU check on a lent machine").
+gpu-kit: $(STAMP) reference-env
 	$(PY) -m bench.gpu_kit
 
 # The bfloat16 CPU kernel (models/csrc/) against oneDNN on the 0.6B weight shapes, 1-512 rows (a minute).

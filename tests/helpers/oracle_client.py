@@ -40,7 +40,12 @@ def reference_venv() -> Path:
 
 
 def ensure_reference_env(timeout: float = 3600) -> Path:
-    """Run setup_env.sh (instant when already built); the venv's python, or ReferenceEnvError."""
+    """Run setup_env.sh (instant when already built); the venv's python, or ReferenceEnvError.
+    $QWEN_TTS_REF_PYTHON, where set, is the reference's interpreter as it is, nothing built: a
+    machine that reaches no package index brings its own (bench/gpu_check.sh)."""
+    given = os.environ.get("QWEN_TTS_REF_PYTHON")
+    if given:
+        return Path(given)
     try:
         proc = subprocess.run(
             ["bash", str(SETUP_SCRIPT)],

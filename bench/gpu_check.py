@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.bench_model import checkpoint
 from bench.report import machine, write_section
 from models.engine.scheduler import SchedulerLimits
 from models.tts import Qwen3TTS
@@ -111,9 +112,7 @@ def main(argv=None) -> int:
         lines.append(f"- bfloat16 vs float32 on {args.device}: {share:.1%} of frames identical (first diff.: {first})")
         print("\n".join(lines), flush=True)
 
-        real = write_checkpoint(
-            Path(tmp) / "real", "custom_voice", args.size, talker_layers=28, predictor_layers=5, codec_layers=8
-        )
+        real = checkpoint(f"{args.size}-full")  # var/bench's: bench_cluster (gpu_check.sh) then finds it written
         tts = Qwen3TTS.from_pretrained(real, dtype="bfloat16", device=args.device, load_codec=False)
         table = [
             "",

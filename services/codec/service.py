@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from opentelemetry import metrics
 
+from models.cpu_threads import use_cpu_allotment
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer, resolve_codec_dir
 from qwentts.codec.v1 import codec_pb2, codec_pb2_grpc
 from shared.audio import INPUT_SAMPLE_RATES, AudioError, decode_audio, prepare_reference_audio
@@ -247,6 +248,7 @@ def _read_pcm(content: bytes, sample_rate: int, channels: int) -> tuple[np.ndarr
 @contextlib.asynccontextmanager
 async def build(config: CodecConfig):
     """Load the codec, yield the service's registration, stop the decode thread after serving."""
+    use_cpu_allotment()
     codec_dir = resolve_codec_dir(config.checkpoint)
     log.info("loading the codec from %s (%s, %s)", codec_dir, config.device, config.dtype)
     tokenizer = await asyncio.to_thread(

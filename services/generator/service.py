@@ -20,6 +20,7 @@ import torch
 from opentelemetry import trace
 
 from models.cpu_kernels import preferred_dtype
+from models.cpu_threads import use_cpu_allotment
 from models.engine.engine import ContextTooLong, FinishReason, SchedulerLimits
 from models.engine.sampler import SamplingParams
 from models.qwen3_tts.prompts import ClonePrompt, PromptError, PromptPlan, plan_prompt
@@ -343,6 +344,7 @@ def _invalid_sampling(field: str, message: str) -> InvalidArgument:
 @contextlib.asynccontextmanager
 async def build(config: GeneratorConfig):
     """Load the model, start the engine runner, yield the registration; stop the runner after."""
+    use_cpu_allotment()
     dtype = preferred_dtype(config.device) if config.dtype == "auto" else config.dtype
     log.info("loading the model from %s (%s, %s)", config.checkpoint, config.device, dtype)
     tts = await asyncio.to_thread(

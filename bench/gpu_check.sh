@@ -7,7 +7,7 @@
 #      on the real-shape 1.7B;
 #   3. make bench-engine's counts (launches per frame, syncs per step: device-independent);
 #   4. first audio at the gateway with Poisson arrivals at 1, 10 and 20 requests/s, the generator
-#      on the GPU in bfloat16, real-shape 1.7B.
+#      (bfloat16, real-shape 1.7B) and the codec (float32) on the GPU, as the prod-gpu overlay runs them.
 # Where .whl/ is here (`make gpu-kit`, carried to a lent GPU machine that reaches no package index),
 # it runs on that machine's python3 and its CUDA torch, with the cluster's wheels installed into
 # /tmp/site and the reference's (qwen-tts on transformers 4.57.3) into /tmp/ref-site, which only the
@@ -37,6 +37,6 @@ QWEN_TTS_TEST_DEVICE=cuda timeout 150 "$PY" -m pytest -q -p no:cacheprovider \
     tests/models/test_generation_parity.py -m "reference and not slow" || failed=1
 timeout 180 "$PY" -m bench.gpu_check --device cuda --size 1.7b || failed=1
 timeout 45 "$PY" -m bench.bench_engine --streams 1 64 || failed=1
-GENERATOR_DEVICE=cuda GENERATOR_DTYPE=bfloat16 \
+GENERATOR_DEVICE=cuda GENERATOR_DTYPE=bfloat16 CODEC_DEVICE=cuda \
     timeout 150 "$PY" -m bench.bench_cluster --preset 1.7b-full --rounds 0 --rates 1,10,20 --duration 10 || failed=1
 exit $failed

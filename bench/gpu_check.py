@@ -8,6 +8,10 @@
 3. **Step times** on the real-shape 1.7B (or --size 0.6b; random weights), bfloat16, every stream
    decoding: ms per step at 1, 8, 32 and 64 streams, eager and with graphs, and the audio seconds
    made per second (80 ms per frame).
+4. **First audio's parts**, the same model: the step that makes a new request's first frame (its
+   prompt fed whole, eager: a prompt is never a captured step), alone and beside 8 speaking
+   streams, and the codec's float32 decode of that frame into a fresh stream; what the gateway's
+   first audio adds to these is the hops (bench_cluster, gpu_check.sh's last step).
 
 `--device cpu` runs the same code on CPU with no graphs (a dry run of the script itself).
 Writes its numbers to docs/benchmarks.md (section gpu-check). Never used by tests.
@@ -27,6 +31,7 @@ import torch
 from bench.bench_model import checkpoint
 from bench.report import machine, write_section
 from models.engine.scheduler import SchedulerLimits
+from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from models.tts import Qwen3TTS
 from tools.random_checkpoints import write_checkpoint
 
@@ -81,6 +86,37 @@ def step_ms(tts: Qwen3TTS, streams: int, use_graphs: bool, steps: int) -> float:
     return (time.perf_counter() - start) / steps * 1000
 
 
+def first_audio_parts(tts: Qwen3TTS, codec: SpeechTokenizer, speaking: int, use_graphs: bool, repeats: int = 5):
+    """What a new request's first audio costs on the device, apart from the hops: the step that makes
+    its first frame (its whole prompt, beside `speaking` streams already decoding), and the codec's
+    decode of that one frame into a fresh stream. Medians over `repeats` new requests, in ms, and
+    the steps the first frame took (1: no prompt-only step)."""
+    engine = tts.new_engine(SchedulerLimits(slots=speaking + 1, max_positions=1024), use_graphs=use_graphs)
+    params = tts.sampling(max_new_tokens=512, seed=0)
+    for _ in range(speaking):
+        tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
+    for _ in range(3):  # the speaking streams past their prompts (and their graphs captured)
+        engine.step()
+    codec.stream().push(np.zeros((1, codec.num_quantizers), dtype=np.int64))  # one-off set-up
+    prefill, decode, steps = [], [], []
+    for index in range(repeats):
+        one_frame = tts.sampling(max_new_tokens=2, seed=index)
+        new = tts.start_utterance(engine, TEXT, one_frame, language="english", speaker="vivian")
+        count = 0
+        while not new.frames:
+            start = time.perf_counter()
+            engine.step()
+            count += 1
+        prefill.append(time.perf_counter() - start)
+        steps.append(count)
+        start = time.perf_counter()
+        codec.stream().push(new.frames[0][None])
+        decode.append(time.perf_counter() - start)
+        while not new.finished:
+            engine.step()
+    return np.median(prefill) * 1000, np.median(decode) * 1000, max(steps)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -129,6 +165,20 @@ def main(argv=None) -> int:
             table.append(f"| {streams} | {eager_ms:.1f} | {graph_ms:.1f} | {audio_rate:.1f} |")
             print(table[-1], flush=True)
         lines += table
+
+        codec = SpeechTokenizer.from_pretrained(real, dtype="float32", device=args.device, load_encoder=False)
+        parts = [
+            "",
+            "First audio's parts on the device (a new request, prompt and text in one step, medians of 5):",
+            "",
+            "| streams already speaking | first-frame step ms | steps | codec, first frame ms |",
+            "|---|---|---|---|",
+        ]
+        for speaking in (0, 8):
+            step, decode, steps = first_audio_parts(tts, codec, speaking, use_graphs=graphs)
+            parts.append(f"| {speaking} | {step:.1f} | {steps} | {decode:.1f} |")
+            print(parts[-1], flush=True)
+        lines += parts
     if not args.no_write:
         write_section("gpu-check", "\n".join(lines))
     return 1 if failed else 0

@@ -32,11 +32,17 @@ fi
 "$PY" -c 'import sys, torch; print("torch", torch.__version__); sys.exit(0 if torch.cuda.is_available() else "no CUDA device visible to torch")' || exit
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 
+# Where $OUT names a folder (the device tool's), docs/benchmarks.md is copied there after each step,
+# so that a run cut short still brings back what it measured.
 failed=0
-QWEN_TTS_TEST_DEVICE=cuda timeout 150 "$PY" -m pytest -q -p no:cacheprovider \
-    tests/models/test_generation_parity.py -m "reference and not slow" || failed=1
-timeout 210 "$PY" -m bench.gpu_check --device cuda --size 1.7b || failed=1
-timeout 45 "$PY" -m bench.bench_engine --streams 1 64 || failed=1
-GENERATOR_DEVICE=cuda GENERATOR_DTYPE=bfloat16 CODEC_DEVICE=cuda \
-    timeout 150 "$PY" -m bench.bench_cluster --preset 1.7b-full --rounds 0 --rates 1,10,20 --duration 10 || failed=1
+step() {
+    "$@" || failed=1
+    if [ -n "${OUT:-}" ]; then cp docs/benchmarks.md "$OUT/"; fi
+}
+step env QWEN_TTS_TEST_DEVICE=cuda timeout 150 "$PY" -m pytest -q -p no:cacheprovider \
+    tests/models/test_generation_parity.py -m "reference and not slow"
+step timeout 210 "$PY" -m bench.gpu_check --device cuda --size 1.7b
+step timeout 45 "$PY" -m bench.bench_engine --streams 1 64
+step env GENERATOR_DEVICE=cuda GENERATOR_DTYPE=bfloat16 CODEC_DEVICE=cuda \
+    timeout 150 "$PY" -m bench.bench_cluster --preset 1.7b-full --rounds 0 --rates 1,10,20 --duration 10
 exit $failed

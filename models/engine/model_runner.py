@@ -282,10 +282,7 @@ class ModelRunner:
             self._make_clean(range(rows), view)
             inputs = self._decode_inputs(decode, rows)
             if self.use_graphs:
-                graph = self._graphs.get((rows, view, warping))
-                if graph is None:
-                    graph = self._graphs[(rows, view, warping)] = _CapturedStep(self, rows, view, warping)
-                out = graph.replay(inputs)[: len(decode)]
+                out = self._replay(inputs, view, warping)[: len(decode)]
             else:
                 out = self._compiled(inputs, view, warping)[: len(decode)]
         else:
@@ -301,6 +298,20 @@ class ModelRunner:
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()  # the step's one sync
         return host.numpy().copy()
+
+    def _replay(self, inputs: torch.Tensor, view: int, warping: tuple[Warping, Warping]) -> torch.Tensor:
+        """The decode step from its bucket's CUDA graph, captured on first use. A capture that fails
+        (an operation this torch or driver cannot capture) is logged and turns graphs off: this step
+        and every later one run eagerly, with the same results, instead of failing every request."""
+        key = (inputs.shape[1], view, warping)
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = _CapturedStep(self, *key)
+            except RuntimeError as error:
+                log.warning("capturing the decode step failed; decode steps run eagerly from now on: %s", error)
+                self.use_graphs = False
+                return self.decode_step(inputs, view, warping)
+        return self._graphs[key].replay(inputs)
 
     def _decode_inputs(self, decode: list[DecodeRow], rows: int) -> torch.Tensor:
         """(3, rows): text ids, text kinds, and which rows are real (the rest pad a bucket)."""
@@ -432,14 +443,16 @@ class _CapturedStep:
         stream = torch.cuda.Stream(runner.device)
         stream.wait_stream(torch.cuda.current_stream(runner.device))
         state = [t.clone() for t in runner._slot_state]
-        with torch.cuda.stream(stream):  # warm-up (allocator, cuBLAS handles) on padding rows only
-            runner.decode_step(self.inputs, view, warping)
-        torch.cuda.current_stream(runner.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=runner._graph_pool):
-            self.output = runner.decode_step(self.inputs, view, warping)
-        for live, saved in zip(runner._slot_state, state):  # undo the warm-up's updates, if any
-            live.copy_(saved)
+        try:
+            with torch.cuda.stream(stream):  # warm-up (allocator, cuBLAS handles) on padding rows only
+                runner.decode_step(self.inputs, view, warping)
+            torch.cuda.current_stream(runner.device).wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, pool=runner._graph_pool):
+                self.output = runner.decode_step(self.inputs, view, warping)
+        finally:  # undo the warm-up's updates, if any, also when the capture fails
+            for live, saved in zip(runner._slot_state, state):
+                live.copy_(saved)
         log.info("captured the decode step for %d rows, %d positions", rows, view)
 
     def replay(self, inputs: torch.Tensor) -> torch.Tensor:

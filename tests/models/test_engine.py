@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models.cpu_kernels import kernels_built, use_fused_ops
+from models.engine import model_runner
 from models.engine.engine import Engine, FinishReason, SchedulerLimits
 from models.engine.model_runner import _one_query
 from models.engine.sampler import SamplingParams
@@ -449,6 +450,27 @@ def test_compiled_decode_steps_give_the_eager_codes(talker, monkeypatch):
             expected = frames
     for got, want in zip(frames, expected):
         assert np.array_equal(got, want)
+
+
+def test_a_failed_graph_capture_falls_back_to_eager_steps(talker, monkeypatch, caplog):
+    """A decode step whose CUDA graph cannot be captured runs eagerly, as does every later one:
+    the same codes, a warning with the reason, graphs off. (Played on CPU: the runner is told it
+    uses graphs, and the capture fails as torch's does.)"""
+
+    def failing_capture(runner, rows, view, warping):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(model_runner, "_CapturedStep", failing_capture)
+    expected = [frames for frames, _ in (run_whole(talker, plan()) for _ in range(2))]
+    engine, sessions = engine_with_sessions(talker, 2)
+    engine.runner.use_graphs = True
+    with caplog.at_level("WARNING", logger=model_runner.__name__):
+        while engine.active:
+            engine.step()
+    assert engine.runner.use_graphs is False
+    assert "operation not permitted when stream is capturing" in caplog.text
+    for session, want in zip(sessions, expected):
+        assert np.array_equal(np.stack(session.frames), want)
 
 
 @pytest.mark.skipif(not kernels_built(), reason="the CPU kernels are not built here")

@@ -39,8 +39,10 @@ TEXT = "The quick brown fox jumps over the lazy dog while the band plays on, and
 FRAME_SECONDS = 0.08
 
 
-def codes(tts: Qwen3TTS, *, use_graphs: bool, streams: int = 6, frames: int = 30) -> list[np.ndarray]:
-    """The frames of `streams` streams run together: greedy ones, and every third one seeded sampling."""
+def codes(tts: Qwen3TTS, *, use_graphs: bool, streams: int = 6, frames: int = 30) -> tuple[list[np.ndarray], bool]:
+    """The frames of `streams` streams run together (greedy ones, and every third one seeded
+    sampling), and whether CUDA graphs stayed on (a failed capture turns them off: the runner's
+    warning in the log says why)."""
     engine = tts.new_engine(SchedulerLimits(slots=streams, max_positions=512), use_graphs=use_graphs)
     sessions = []
     for index in range(streams):
@@ -50,7 +52,7 @@ def codes(tts: Qwen3TTS, *, use_graphs: bool, streams: int = 6, frames: int = 30
         sessions.append(session)
     while engine.active:
         engine.step()
-    return [np.stack(session.frames) for session in sessions]
+    return [np.stack(session.frames) for session in sessions], engine.runner.use_graphs
 
 
 def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -83,6 +85,8 @@ def step_ms(tts: Qwen3TTS, streams: int, use_graphs: bool, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         engine.step()  # each step ends with its one host sync, so wall time is device time
+    if use_graphs and not engine.runner.use_graphs:
+        return float("nan")  # no graph: the capture failed (the runner's warning in the log says why)
     return (time.perf_counter() - start) / steps * 1000
 
 
@@ -134,16 +138,18 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         layers = write_checkpoint(Path(tmp) / "layers", "custom_voice", "tiny", talker_layers=28, predictor_layers=5)
         on_device = Qwen3TTS.from_pretrained(layers, dtype="float32", device=args.device)
-        eager = codes(on_device, use_graphs=False)
+        eager, _ = codes(on_device, use_graphs=False)
         if graphs:
-            captured = codes(on_device, use_graphs=True)
-            failed = not same(eager, captured)
-            verdict = "DIFFER" if failed else "identical"
+            captured, graphs_on = codes(on_device, use_graphs=True)
+            verdict = "identical" if same(eager, captured) else "DIFFER"
+            if not graphs_on:
+                verdict = "not compared: the capture failed (the warning in the log says why)"
+            failed = verdict != "identical"
             lines.append(f"- CUDA graphs vs eager, float32, 6 streams x 30 frames: {verdict}")
-        on_cpu = codes(Qwen3TTS.from_pretrained(layers, dtype="float32", device="cpu"), use_graphs=False)
+        on_cpu, _ = codes(Qwen3TTS.from_pretrained(layers, dtype="float32", device="cpu"), use_graphs=False)
         share, first = agreement(eager, on_cpu)
         lines.append(f"- {args.device} vs CPU, float32: {share:.1%} of frames identical (first difference: {first})")
-        bf16 = codes(Qwen3TTS.from_pretrained(layers, dtype="bfloat16", device=args.device), use_graphs=graphs)
+        bf16, _ = codes(Qwen3TTS.from_pretrained(layers, dtype="bfloat16", device=args.device), use_graphs=graphs)
         share, first = agreement(eager, bf16)
         lines.append(f"- bfloat16 vs float32 on {args.device}: {share:.1%} of frames identical (first diff.: {first})")
         print("\n".join(lines), flush=True)

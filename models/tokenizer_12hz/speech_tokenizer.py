@@ -14,6 +14,7 @@ See docs/codec.md for the design and the exactness guarantees.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import weakref
 from pathlib import Path
@@ -33,6 +34,11 @@ WEIGHTS_NAME = "model.safetensors"
 # Frames per decoder call inside `decode` and `push`: bounds activation memory (the last stages
 # run at 24 kHz with 96+ channels) without changing the result, since chunks carry exact state.
 DEFAULT_MAX_CHUNK_FRAMES = 300
+# The longest push that runs as a CUDA graph: the gateway's chunks (1, 2, 4, 8 frames by default)
+# and its shorter last ones. Longer pushes (whole-utterance decodes) run eagerly.
+MAX_GRAPH_FRAMES = 8
+
+log = logging.getLogger(__name__)
 
 
 def resolve_codec_dir(path: str | Path) -> Path:
@@ -62,19 +68,34 @@ class StreamStates:
     for a given (streams, frames) the step has static shapes. The buffers grow (doubling) when more
     streams are open than ever before; a freed row is reused, and zeroed by its new stream's first
     push, on the thread that pushes, so a push still running on the old stream cannot undo it.
+    Row 0 belongs to no stream: it pads the rows of a captured push (below).
     Pushes are serialised by a lock (the buffers are shared). Creating and closing streams takes
     no lock: `list.pop`/`append` and `next(count)` are atomic under the GIL, and a lock there could
     deadlock when a stream is garbage-collected (its finalizer releases the row) while the same
     thread holds it.
+
+    With `use_graphs` (CUDA only) a push of at most `MAX_GRAPH_FRAMES` frames runs as a CUDA graph,
+    captured on first use for its bucket (streams rounded up to a power of two, frames): the bucket's
+    extra rows decode row 0 from a fresh state, and change no stream. A capture that fails turns
+    graphs off (logged); pushes then run eagerly, with the same results.
     """
 
-    def __init__(self, decoder: Qwen3TTSTokenizerDecoder):
+    def __init__(self, decoder: Qwen3TTSTokenizerDecoder, use_graphs: bool = False):
         self._decoder = decoder
         self._lock = threading.Lock()
         self._free: list[int] = []
-        self._new_rows = itertools.count()
+        self._new_rows = itertools.count(1)
         self._state: DecoderState | None = None
         self.row_nbytes = decoder.new_state(1).nbytes()
+        param = next(decoder.parameters())
+        self.dtype, self.device = param.dtype, param.device
+        self.use_graphs = use_graphs and self.device.type == "cuda"
+        self._graphs: dict[tuple[int, int], _CapturedPush] = {}
+        self._graphs_table = None  # the RoPE table they read
+        # One memory pool for every captured push: they never run at once, and each output is
+        # copied to the host before the next replay.
+        self._graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self._padding = torch.zeros(1, dtype=torch.long, device=self.device)
 
     def acquire(self) -> int:
         try:
@@ -85,25 +106,102 @@ class StreamStates:
     def release(self, row: int) -> None:
         self._free.append(row)
 
-    def advance(self, streams: list[CodecStream], codes: torch.Tensor, run) -> torch.Tensor:
-        """`run(codes, state)` on the gathered state of `streams` (one row each), then write it back."""
+    def advance(self, streams: list[CodecStream], codes: torch.Tensor, run) -> np.ndarray:
+        """Decode `codes` (streams, frames, K) on the gathered state of `streams` (one row each) and
+        write it back; `run(codes, state)` is the eager decode. Returns the float32 samples on the
+        host (copied under the lock: a captured push's output is overwritten by the next replay)."""
         with self._lock:
             capacity = self._state.batch if self._state is not None else 0
             needed = 1 + max(s._row for s in streams)
             if needed > capacity:
                 capacity = max(needed, 2 * capacity, 8)
                 self._state = self._decoder.new_state(capacity) if self._state is None else self._state.grown(capacity)
-            device = self._state.positions.device
-            rows = torch.tensor([s._row for s in streams], device=device)
+                self._graphs.clear()  # they read the old buffers
             fresh = [s._row for s in streams if s._frames == 0]
             if fresh:
-                self._state.reset(torch.tensor(fresh, device=device))
-            state = self._state.select(rows, max(s._frames for s in streams))
-            wav = run(codes, state)
-            self._state.assign(rows, state)
+                self._state.reset(torch.tensor(fresh, device=self.device))
+            rows = [s._row for s in streams]
+            count, frames = codes.shape[:2]
+            max_position = max(s._frames for s in streams)
+            captured = None
+            if self.use_graphs and frames <= MAX_GRAPH_FRAMES:
+                captured = self._captured(count, frames, max_position)
+            if captured is not None:
+                wav = captured.replay(rows, codes)
+            else:
+                index = torch.tensor(rows, device=self.device)
+                state = self._state.select(index, max_position)
+                wav = run(codes, state)
+                self._state.assign(index, state)
             for s in streams:
-                s._frames += codes.shape[1]
+                s._frames += frames
+            return wav.to(torch.float32).cpu().numpy()
+
+    def bucket_push(self, rows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """A push with static shapes and no host reads, what a CUDA graph captures: gather `rows`
+        (a device index; row 0 pads the bucket), decode `codes` (rows, frames, K), write back. The
+        padding row is made fresh first, so padding decodes from zeros at position 0 however often
+        it ran before. The RoPE table must already cover the rows' positions (`_captured` sizes it)."""
+        self._state.reset(self._padding)
+        state = self._state.select(rows, max_position=0)
+        wav = self._decoder(codes, state)
+        self._state.assign(rows, state)
         return wav
+
+    def _captured(self, count: int, frames: int, max_position: int) -> _CapturedPush | None:
+        """The captured push of the bucket of `count` streams pushing `frames`, captured now if it is
+        new; None when the capture fails, which turns graphs off for good (logged)."""
+        # The RoPE table that captured pushes read; when a stream outgrows it, it is regrown
+        # elsewhere in memory and every capture is stale.
+        table = self._decoder.pre_transformer.rope_table(max_position + frames, self.dtype, self.device)
+        if table is not self._graphs_table:
+            self._graphs.clear()
+            self._graphs_table = table
+        key = (1 << (count - 1).bit_length(), frames)  # streams rounded up to a power of two
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = _CapturedPush(self, *key)
+            except RuntimeError as error:
+                log.warning("capturing a codec push failed; pushes run eagerly from now on: %s", error)
+                self.use_graphs = False
+                return None
+        return self._graphs[key]
+
+
+class _CapturedPush:
+    """`StreamStates.bucket_push` captured as a CUDA graph for one (rows, frames) bucket: static
+    row-index and code buffers, replayed with the next push's copied in (padding: row 0, code 0)."""
+
+    def __init__(self, states: StreamStates, rows: int, frames: int):
+        quantizers = states._decoder.config.num_quantizers
+        self.rows = torch.zeros(rows, dtype=torch.long, device=states.device)
+        self.codes = torch.zeros((rows, frames, quantizers), dtype=torch.long, device=states.device)
+        self.output = self._capture(states)
+        log.info("captured the codec push for %d streams, %d frames", rows, frames)
+
+    def _capture(self, states: StreamStates) -> torch.Tensor:
+        # Warm-up (allocator, cuBLAS/cuDNN handles) and capture on padding rows only: row 0 alone
+        # changes, so no stream's state needs restoring.
+        current = torch.cuda.current_stream(states.device)
+        stream = torch.cuda.Stream(states.device)
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
+            states.bucket_push(self.rows, self.codes)
+        current.wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=states._graph_pool):
+            return states.bucket_push(self.rows, self.codes)
+
+    def replay(self, rows: list[int], codes: torch.Tensor) -> torch.Tensor:
+        count = len(rows)
+        self.rows.copy_(torch.tensor(rows + [0] * (len(self.rows) - count)))
+        self.codes[:count].copy_(codes)
+        self.codes[count:].zero_()
+        return self._run()[:count]
+
+    def _run(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.output
 
 
 class CodecStream:
@@ -154,6 +252,7 @@ class SpeechTokenizer:
         dtype: torch.dtype,
         device: torch.device,
         max_chunk_frames: int = DEFAULT_MAX_CHUNK_FRAMES,
+        use_graphs: bool = False,
     ):
         self.config = config
         self.decoder = decoder
@@ -161,7 +260,7 @@ class SpeechTokenizer:
         self._dtype = dtype
         self._device = device
         self.max_chunk_frames = max_chunk_frames
-        self._states = StreamStates(decoder)
+        self._states = StreamStates(decoder, use_graphs=use_graphs)
 
     # ------------------------------------------------------------------------------------------
     # Loading
@@ -174,11 +273,13 @@ class SpeechTokenizer:
         dtype: str | torch.dtype = "float32",
         device: str | torch.device = "cpu",
         load_encoder: bool = True,
+        use_graphs: bool = False,
     ) -> SpeechTokenizer:
         """Load a standalone codec dir or the `speech_tokenizer/` of a TTS checkpoint dir.
 
         The codec runs in `dtype` (the weights are stored in float32). `load_encoder=False` skips
-        the Mimi encoder for decode-only services.
+        the Mimi encoder for decode-only services. `use_graphs` (CUDA only) replays streaming
+        pushes of up to `MAX_GRAPH_FRAMES` frames as CUDA graphs (`StreamStates`).
         """
         torch_dtype = parse_dtype(dtype)
         device = torch.device(device)
@@ -199,7 +300,7 @@ class SpeechTokenizer:
             encoder.cast_(torch_dtype)
             encoder.eval()
         del tensors
-        return cls(config, decoder, encoder, torch_dtype, device)
+        return cls(config, decoder, encoder, torch_dtype, device, use_graphs=use_graphs)
 
     # ------------------------------------------------------------------------------------------
     # Properties
@@ -344,7 +445,7 @@ class SpeechTokenizer:
             return [np.zeros(0, dtype=np.float32) for _ in items]
         with torch.inference_mode():
             wav = self._states.advance(streams, torch.stack(items), self._run_decoder)
-        return [w.copy() for w in wav.to(torch.float32).cpu().numpy()]
+        return [w.copy() for w in wav]
 
     def _run_decoder(self, codes: torch.Tensor, state: DecoderState) -> torch.Tensor:
         codes = codes.to(self._device)

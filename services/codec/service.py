@@ -50,6 +50,7 @@ class CodecConfig(ProcessConfig):
     checkpoint: Path = env("CODEC_CHECKPOINT")
     device: str = env("CODEC_DEVICE", default="cpu", choices=("cpu", "cuda"))
     dtype: str = env("CODEC_DTYPE", default="float32", choices=("float32", "bfloat16", "float16"))
+    cuda_graphs: bool = env("CODEC_CUDA_GRAPHS", default=True)
     max_streams: int = env("CODEC_MAX_STREAMS", default=64, min=1)
     max_audio_bytes: int = env("CODEC_MAX_AUDIO_BYTES", default=10_000_000, min=1)
     # At most 150 s: Encode returns the audio as 24 kHz float32 (96 kB/s) in a 16 MiB message.
@@ -252,7 +253,11 @@ async def build(config: CodecConfig):
     codec_dir = resolve_codec_dir(config.checkpoint)
     log.info("loading the codec from %s (%s, %s)", codec_dir, config.device, config.dtype)
     tokenizer = await asyncio.to_thread(
-        SpeechTokenizer.from_pretrained, codec_dir, dtype=config.dtype, device=config.device
+        SpeechTokenizer.from_pretrained,
+        codec_dir,
+        dtype=config.dtype,
+        device=config.device,
+        use_graphs=config.cuda_graphs,
     )
     servicer = CodecServicer(
         tokenizer,

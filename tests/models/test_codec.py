@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.checkpoint import CheckpointError
+from models.tokenizer_12hz import speech_tokenizer
 from models.tokenizer_12hz.configuration_tokenizer_12hz import Qwen3TTSTokenizerConfig
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 
@@ -352,25 +353,87 @@ def test_closed_streams_free_their_rows_for_new_streams(tok, long_codes, long_wa
         assert np.abs(np.concatenate([head, tail]) - ref).max() <= 1e-5
 
 
-def test_batched_decode_step_has_no_graph_breaks(tok):
-    """The decode of a (batch, chunk) bucket on a state gathered from the resident rows traces as one
-    graph (static shapes, no host reads): a CUDA graph can capture it."""
-    decoder = tok.decoder
+def test_captured_push_has_no_graph_breaks(tok):
+    """The push a CUDA graph captures (`bucket_push`: gather the bucket's rows, decode, write back)
+    traces as one graph with static shapes and no host reads, and its padding rows (row 0)
+    change no stream's state."""
+    states = tok._states
+    streams = [tok.stream() for _ in range(3)]
+    tok.push_many(streams, [random_codes(4, seed=30 + i) for i in range(3)])
+    before = [t.clone() for t in states._state.tensors()]
+    stream_rows = [s._row for s in streams]
     with torch.inference_mode():
-        store = decoder.new_state(6)
-        store.positions.copy_(torch.tensor([0, 3, 71, 100, 5, 9]))
-        rows = torch.tensor([3, 0, 2, 1])
-
-        def step(codes):
-            state = store.select(rows, max_position=100)
-            wav = decoder(codes, state)
-            store.assign(rows, state)
-            return wav
-
-        explained = torch._dynamo.explain(step)(random_codes(8, seed=3).view(4, 2, 16))
+        rows = torch.tensor([stream_rows[1], 0, stream_rows[2], 0])
+        explained = torch._dynamo.explain(states.bucket_push)(rows, random_codes(8, seed=3).view(4, 2, 16))
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
-    assert store.positions.tolist() == [2, 5, 73, 102, 5, 9]
+    positions = states._state.positions
+    assert [int(positions[r]) for r in stream_rows] == [4, 6, 6]  # dynamo ran it once
+    untouched = stream_rows[0]
+    assert all(torch.equal(t[untouched], old[untouched]) for t, old in zip(states._state.tensors(), before))
+
+
+class _EagerCapture(speech_tokenizer._CapturedPush):
+    """A captured push played on the CPU: the same static buffers, 'replayed' by running
+    `bucket_push` on them, as a CUDA graph replays its kernels. Counts captures."""
+
+    captures = 0
+
+    def _capture(self, states):
+        type(self).captures += 1
+        self._states = states
+
+    def _run(self):
+        return self._states.bucket_push(self.rows, self.codes)
+
+
+def test_captured_pushes_equal_full_decodes(tiny_codec, monkeypatch):
+    """Pushes through captured buckets (3 streams padded to 4 rows, chunks of 1-8 frames, one of 9
+    that runs eagerly) give each stream the samples of its full decode; the captures are redone when
+    the resident buffers grow and when a stream outgrows the RoPE table that they read."""
+    monkeypatch.setattr(speech_tokenizer, "_CapturedPush", _EagerCapture)
+    monkeypatch.setattr(_EagerCapture, "captures", 0)
+    tok = SpeechTokenizer.from_pretrained(tiny_codec, load_encoder=False)
+    tok._states.use_graphs = True
+    pre = tok.decoder.pre_transformer
+    pre._rope = tuple(t[:16] for t in pre.rope_table(16, tok.dtype, tok.device))  # regrown at frame 16
+    codes = [random_codes(40, seed=50 + i) for i in range(9)]
+    streams = [tok.stream() for _ in range(3)]
+    outs = [[] for _ in codes]
+    position = 0
+    for chunk in (1, 2, 8, 9, 4, 1):  # 3 captures, the 9 eager, then 4 and 1 again after the regrowth
+        for out, piece in zip(outs, tok.push_many(streams, [c[position : position + chunk] for c in codes[:3]])):
+            out.append(piece)
+        position += chunk
+    assert _EagerCapture.captures == 5
+    streams += [tok.stream() for _ in range(6)]  # past the 8 rows: the buffers grow
+    rest = [c[position:] if i < 3 else c[: 40 - position] for i, c in enumerate(codes)]
+    for out, piece in zip(outs, tok.push_many(streams, [r[:2] for r in rest])):
+        out.append(piece)
+    assert _EagerCapture.captures == 6 and len(tok._states._graphs) == 1
+    # The padding row restarts at every push, so it never runs past the RoPE table.
+    assert int(tok._states._state.positions[0]) <= speech_tokenizer.MAX_GRAPH_FRAMES
+    expected = tok.decode([c[: position + 2] for c in codes[:3]] + [c[:2] for c in codes[3:]])
+    for out, ref in zip(outs, expected):
+        assert np.abs(np.concatenate(out) - ref).max() <= 1e-5
+
+
+def test_a_failed_capture_falls_back_to_eager_pushes(tiny_codec, monkeypatch, caplog):
+    """A push whose CUDA graph cannot be captured runs eagerly, as does every later one: the same
+    samples, a warning with the reason, graphs off."""
+
+    def fail(self, states):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(speech_tokenizer._CapturedPush, "_capture", fail)
+    tok = SpeechTokenizer.from_pretrained(tiny_codec, load_encoder=False)
+    tok._states.use_graphs = True
+    codes = random_codes(6, seed=60)
+    with caplog.at_level("WARNING", logger=speech_tokenizer.__name__):
+        wav = stream_decode(tok, codes, [2])
+    assert tok._states.use_graphs is False
+    assert "not permitted when stream is capturing" in caplog.text
+    np.testing.assert_allclose(wav, tok.decode([codes])[0], atol=1e-5, rtol=0)
 
 
 def test_bfloat16_runs_and_stays_close(tiny_codec, tok, long_codes, long_wav):

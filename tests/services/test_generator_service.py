@@ -281,6 +281,34 @@ async def test_capacity_and_cancel_frees_the_slot(serve, tiny_custom_voice):
 
 
 @pytest.mark.asyncio
+async def test_a_refusal_keeps_its_status_while_the_client_writes(serve, tiny_custom_voice):
+    """A client that writes its config, text and half-close at once, as the gateway does, gets the
+    refusal's own status: a refusal sent while it still writes reached grpc.aio clients as INTERNAL
+    "Internal error from Core" about one time in six (grpc/grpc#36066), which the gateway turned
+    into UNAVAILABLE."""
+    stub = await serve(tiny_custom_voice, MAX_ACTIVE=1, MAX_QUEUED=0, BUDGET_BASE_FRAMES=100_000)
+    running = stub.Generate()
+    await running.write(config_request(speaker="ryan", max_frames=100_000))
+    await running.write(text_request("A long story."))
+    await running.done_writing()
+    await running.read()
+
+    async def refused() -> tuple[grpc.StatusCode, str]:
+        call = stub.Generate()
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await call.write(config_request(speaker="ryan"))
+            for piece in ("Some text, ", "written at once, ", "as the gateway writes it."):
+                await call.write(text_request(piece))
+            await call.done_writing()
+        code, reason, _ = await rpc_error(call.read())
+        return code, reason
+
+    outcomes = [await refused() for _ in range(30)]
+    assert set(outcomes) == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "GENERATOR_AT_CAPACITY")}, outcomes
+    running.cancel()
+
+
+@pytest.mark.asyncio
 async def test_deadline_ends_the_stream_and_frees_the_slot(serve, tiny_custom_voice):
     stub = await serve(tiny_custom_voice, MAX_ACTIVE=1)
     call = stub.Generate(timeout=2.0)

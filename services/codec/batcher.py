@@ -2,8 +2,10 @@
 
 The batcher is the codec's stepper on its model thread (shared/model_thread.py): pushes arrive
 as commands between steps, and each step takes every push waiting, groups them by frame count
-(`push_many` needs equal chunks) and decodes each group in one batched call. Pushes that arrive
-while a step runs wait for the next, so batches grow with the load. A failure of one group's call
+(`push_many` needs equal chunks) and decodes each group in one batched call, the shortest pushes
+first: a stream's first chunk (1 frame in the gateway's default schedule) is its first audio, and a
+short group waits least behind the others. Pushes that arrive while a step runs wait for the next,
+so batches grow with the load. A failure of one group's call
 fails those pushes alone (their RPCs end INTERNAL, logged); the others go on.
 """
 
@@ -61,7 +63,7 @@ class StreamBatcher:
             groups[len(push.codes)].append(push)
         self.thread.deliver(self._taken, len(self._pending))
         self._pending = []
-        for group in groups.values():
+        for _, group in sorted(groups.items()):  # fewest frames first
             group = [push for push in group if not push.done.done()]
             if not group:
                 continue

@@ -1,4 +1,4 @@
-"""The codec's batcher: pushes posted while a step is running are not lost."""
+"""The codec's batcher: pushes posted while a step is running are not lost; short pushes go first."""
 
 import asyncio
 import threading
@@ -42,4 +42,27 @@ async def test_a_push_posted_while_a_step_takes_the_queue_is_kept():
         assert batcher.queued == 0
     finally:
         resume.set()
+        await batcher.thread.stop()
+
+
+async def test_a_step_decodes_the_shortest_pushes_first():
+    """A stream's first chunk (1 frame) is decoded before the longer chunks of the same step."""
+    order = []
+
+    class RecordingTokenizer(EchoTokenizer):
+        def push_many(self, streams, codes):
+            order.append(len(codes[0]))
+            return super().push_many(streams, codes)
+
+    batcher = StreamBatcher(RecordingTokenizer())
+    pushes = [
+        asyncio.create_task(batcher.push(object(), np.zeros((frames, 16), np.int64))) for frames in (8, 4, 8, 1, 2)
+    ]
+    await asyncio.sleep(0)  # all five posted before the thread starts: one step takes them
+    batcher.thread.start()
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*pushes), timeout=10)
+        assert [len(r) for r in results] == [8, 4, 8, 1, 2]
+        assert order == [1, 2, 4, 8]
+    finally:
         await batcher.thread.stop()

@@ -440,22 +440,28 @@ class _CapturedStep:
 
     def __init__(self, runner: ModelRunner, rows: int, view: int, warping):
         self.inputs = torch.zeros((3, rows), dtype=torch.long, device=runner.device)
-        stream = torch.cuda.Stream(runner.device)
-        stream.wait_stream(torch.cuda.current_stream(runner.device))
         state = [t.clone() for t in runner._slot_state]
         try:
-            with torch.cuda.stream(stream):  # warm-up (allocator, cuBLAS handles) on padding rows only
-                runner.decode_step(self.inputs, view, warping)
-            torch.cuda.current_stream(runner.device).wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, pool=runner._graph_pool):
-                self.output = runner.decode_step(self.inputs, view, warping)
+            self.output = self._capture(runner, view, warping)
         finally:  # undo the warm-up's updates, if any, also when the capture fails
             for live, saved in zip(runner._slot_state, state):
                 live.copy_(saved)
         log.info("captured the decode step for %d rows, %d positions", rows, view)
 
+    def _capture(self, runner: ModelRunner, view: int, warping) -> torch.Tensor:
+        stream = torch.cuda.Stream(runner.device)
+        stream.wait_stream(torch.cuda.current_stream(runner.device))
+        with torch.cuda.stream(stream):  # warm-up (allocator, cuBLAS handles) on padding rows only
+            runner.decode_step(self.inputs, view, warping)
+        torch.cuda.current_stream(runner.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=runner._graph_pool):
+            return runner.decode_step(self.inputs, view, warping)
+
     def replay(self, inputs: torch.Tensor) -> torch.Tensor:
         self.inputs.copy_(inputs)
+        return self._run()
+
+    def _run(self) -> torch.Tensor:
         self.graph.replay()
         return self.output

@@ -452,6 +452,55 @@ def test_compiled_decode_steps_give_the_eager_codes(talker, monkeypatch):
         assert np.array_equal(got, want)
 
 
+class _EagerStep(model_runner._CapturedStep):
+    """A captured decode step played on the CPU: the same static input buffer and warm-up state
+    restore, 'replayed' by running the decode step on the buffer with the captured bucket's view
+    and sampling, as a CUDA graph replays its kernels. Records the buckets captured."""
+
+    buckets: list[tuple[int, int]] = []
+
+    def _capture(self, runner, view, warping):
+        type(self).buckets.append((self.inputs.shape[1], view))
+        runner.decode_step(self.inputs, view, warping)  # the warm-up on padding rows
+        self._step = lambda: runner.decode_step(self.inputs, view, warping)
+
+    def _run(self):
+        return self._step()
+
+
+def test_captured_decode_steps_give_the_eager_codes(talker, monkeypatch):
+    """The graph path of a step (rows padded to a bucket, inputs copied into the captured step's
+    buffer, its view bucketed, captured once per bucket) gives the eager codes: greedy and seeded
+    rows, rows that end at different steps (buckets of 4, 2 and 1) and a row that joins late."""
+    monkeypatch.setattr(model_runner, "_CapturedStep", _EagerStep)
+    monkeypatch.setattr(_EagerStep, "buckets", [])
+    sampled = SamplingParams(max_new_tokens=30, seed=11)
+    schedule = [GREEDY, sampled, SamplingParams(do_sample=False, subtalker_do_sample=False, max_new_tokens=70)]
+    runs = []
+    for use_graphs in (False, True):
+        engine = make_engine(talker, slots=4)
+        engine.runner.use_graphs = use_graphs
+        sessions = []
+        for params in schedule:
+            session = engine.start(plan(), params)
+            engine.add_text(session, TEXT)
+            engine.close_text(session)
+            sessions.append(session)
+        for _ in range(5):
+            engine.step()
+        late = engine.start(plan(), GREEDY)
+        engine.add_text(late, TEXT)
+        engine.close_text(late)
+        while engine.active:
+            engine.step()
+        runs.append([np.stack(s.frames) for s in sessions + [late]])
+    for got, want in zip(*runs):
+        assert np.array_equal(got, want)
+    assert {rows for rows, _ in _EagerStep.buckets} == {4, 2, 1}
+    assert {view for _, view in _EagerStep.buckets} == {64, 128}
+    assert len(_EagerStep.buckets) == len(set(_EagerStep.buckets))  # each captured once
+
+
 def test_a_failed_graph_capture_falls_back_to_eager_steps(talker, monkeypatch, caplog):
     """A decode step whose CUDA graph cannot be captured runs eagerly, as does every later one:
     the same codes, a warning with the reason, graphs off. (Played on CPU: the runner is told it

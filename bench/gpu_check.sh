@@ -4,7 +4,8 @@
 #      greedy codes and waveforms, the first sampling step's distributions (float32);
 #   2. bench/gpu_check.py: CUDA graphs give the eager codes (float32, exit 1 if not); bf16 vs
 #      float32 agreement; ms per decode step at 1, 8, 32, 64 streams, eager and with graphs,
-#      and the first frame's step and the codec's first decode, on the real-shape 1.7B;
+#      and the first frame's step and the codec's first decode, on the real-shape 1.7B; the
+#      codec's pushes captured as CUDA graphs against eager (samples, ms per push);
 #   3. make bench-engine's counts (launches per frame, syncs per step: device-independent);
 #   4. first audio at the gateway with Poisson arrivals at 1, 10 and 20 requests/s, the generator
 #      (bfloat16, real-shape 1.7B) and the codec (float32) on the GPU, as the prod-gpu overlay runs them.

@@ -259,15 +259,20 @@ async def test_concurrent_streams_each_match_their_own(serve, offline, tiny_cust
 # ----- capacity, cancellation, deadlines -----
 
 
-@pytest.mark.asyncio
-async def test_capacity_and_cancel_frees_the_slot(serve, tiny_custom_voice):
-    # Without the runaway guard, the first stream would run for minutes.
-    stub = await serve(tiny_custom_voice, MAX_ACTIVE=1, MAX_QUEUED=0, BUDGET_BASE_FRAMES=100_000)
+async def occupy_the_only_slot(stub):
+    """A stream that holds a one-slot generator for minutes (served with the runaway guard off)."""
     running = stub.Generate()
     await running.write(config_request(speaker="ryan", max_frames=100_000))
     await running.write(text_request("A long story."))
     await running.done_writing()
     await running.read()
+    return running
+
+
+@pytest.mark.asyncio
+async def test_capacity_and_cancel_frees_the_slot(serve, tiny_custom_voice):
+    stub = await serve(tiny_custom_voice, MAX_ACTIVE=1, MAX_QUEUED=0, BUDGET_BASE_FRAMES=100_000)
+    running = await occupy_the_only_slot(stub)
     refused = stub.Generate()
     await refused.write(config_request(speaker="ryan"))
     code, reason, _ = await rpc_error(refused.read())
@@ -287,11 +292,7 @@ async def test_a_refusal_keeps_its_status_while_the_client_writes(serve, tiny_cu
     "Internal error from Core" about one time in six (grpc/grpc#36066), which the gateway turned
     into UNAVAILABLE."""
     stub = await serve(tiny_custom_voice, MAX_ACTIVE=1, MAX_QUEUED=0, BUDGET_BASE_FRAMES=100_000)
-    running = stub.Generate()
-    await running.write(config_request(speaker="ryan", max_frames=100_000))
-    await running.write(text_request("A long story."))
-    await running.done_writing()
-    await running.read()
+    running = await occupy_the_only_slot(stub)
 
     async def refused() -> tuple[grpc.StatusCode, str]:
         call = stub.Generate()

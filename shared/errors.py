@@ -35,6 +35,7 @@ services/gateway/fields.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
@@ -403,6 +404,31 @@ _BY_CODE = {
 _LOST_STATUS_DETAILS = "Internal error from Core"
 
 
+def lost_status(rpc_error: grpc.RpcError) -> bool:
+    """Whether a failed call's status is grpc.aio's INTERNAL from a write that met the end of the
+    stream (the peer's real status is lost; retry), not a status of the peer's."""
+    return rpc_error.code() == grpc.StatusCode.INTERNAL and rpc_error.details() == _LOST_STATUS_DETAILS
+
+
+# How long a refused streaming call goes on reading before its status goes out (read_to_half_close).
+REFUSAL_READ_SECONDS = 0.1
+
+
+async def read_to_half_close(requests) -> None:
+    """Read and drop a refused call's remaining requests until its client half-closes, for at most
+    REFUSAL_READ_SECONDS; then raise the refusal.
+
+    A status sent while the client is still writing can reach a grpc.aio client as INTERNAL
+    "Internal error from Core" instead of itself (grpc/grpc#36066: the write fails and replaces the
+    status). Clients that write their first messages and half-close at once, as the gateway does to
+    the generator for a text known up front and a browser does through the web service, then get
+    the real refusal; a client still streaming its text waits the bound at most."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(REFUSAL_READ_SECONDS):
+            async for _ in requests:
+                pass
+
+
 def dependency_unavailable(dependency: str) -> Unavailable:
     """UNAVAILABLE naming the dependency (reason CODEC_UNAVAILABLE, ...): retry later."""
     return Unavailable(
@@ -424,10 +450,7 @@ def from_rpc_error(rpc_error: grpc.RpcError, dependency: str) -> ServiceError:
     blame our caller for a fault of ours (UNIMPLEMENTED, UNKNOWN, ...) become INTERNAL."""
     code, info, bad_request = error_details(rpc_error)
     ours = info is not None and info.domain == DOMAIN
-    if not ours and (
-        code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-        or (code == grpc.StatusCode.INTERNAL and rpc_error.details() == _LOST_STATUS_DETAILS)
-    ):
+    if not ours and (code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or lost_status(rpc_error)):
         logger.debug("the %s failed: %s %s", dependency, code.name, rpc_error.details())
         return dependency_unavailable(dependency)
     cls = _BY_CODE.get(code)

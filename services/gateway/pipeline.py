@@ -45,10 +45,23 @@ FINISH_REASONS = {
 
 
 class Synthesis:
-    """One request through the cluster; `run(texts)` yields ("audio" | "progress" | "summary", message).
+    """One request through the cluster: `await Synthesis.open(...)`, then `run(texts)` yields
+    ("audio" | "progress" | "summary", message).
 
     `request` is the public request's message name ("SynthesizeRequest", ...): errors name its
     fields (fields.py)."""
+
+    @classmethod
+    async def open(cls, gateway: Gateway, config: tts_pb2.SynthesisConfig, **options) -> Synthesis:
+        """A synthesis ready to `run`: routed, its saved voice fetched and its language checked, so
+        that every refusal that needs no text comes from here (arguments: `__init__`'s)."""
+        synthesis = cls(gateway, config, **options)
+        if synthesis.config.voice.WhichOneof("source") == "voice_id":
+            await synthesis._use_saved_voice()
+        synthesis.pool.check_language(
+            synthesis.generate_config.language, public_field("config.language", synthesis.request)
+        )
+        return synthesis
 
     def __init__(
         self,
@@ -126,9 +139,6 @@ class Synthesis:
         return self.writer.whole_file(b"".join(audio)), summary
 
     async def run(self, texts: AsyncIterator[tuple[str, bool]]):
-        if self.config.voice.WhichOneof("source") == "voice_id":
-            await self._use_saved_voice()
-        self.pool.check_language(self.generate_config.language, public_field("config.language", self.request))
         timeout = self.context.time_remaining()  # None without a deadline
         generate = self.pool.stub.Generate(timeout=timeout)
         decode = self.gateway.codec.StreamDecode(timeout=timeout)

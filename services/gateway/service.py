@@ -19,7 +19,7 @@ from qwentts.v1 import tts_pb2, tts_pb2_grpc, voices_pb2_grpc
 from shared.audio import MODEL_SAMPLE_RATE
 from shared.client import open_channel
 from shared.config import ConfigError, Problem, env
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, ServiceError, read_to_half_close
 from shared.limits import MAX_TEXT_CHARS
 from shared.service import ProcessConfig, Registration
 
@@ -79,7 +79,9 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         self.gateway.check_config(request.config, name)
         self.gateway.check_text(request.text, "text")
         # Text known up front: the prompt holds all of it (the reference's non-streaming mode).
-        return Synthesis(self.gateway, request.config, request=name, non_streaming=True, context=context, tenant=tenant)
+        return await Synthesis.open(
+            self.gateway, request.config, request=name, non_streaming=True, context=context, tenant=tenant
+        )
 
     async def Synthesize(self, request, context):
         synthesis = await self._synthesis(request, context)
@@ -92,6 +94,16 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             yield tts_pb2.StreamSynthesizeResponse(**{kind: message})
 
     async def StreamingSynthesize(self, request_iterator, context):
+        try:
+            synthesis = await self._streaming_synthesis(request_iterator, context)
+        except ServiceError:  # refused as it opens: not into the client's writes
+            await read_to_half_close(request_iterator)
+            raise
+        async for kind, message in synthesis.run(self._client_texts(request_iterator)):
+            yield tts_pb2.StreamingSynthesizeResponse(**{kind: message})
+
+    async def _streaming_synthesis(self, request_iterator, context) -> Synthesis:
+        """The synthesis of a bidirectional stream, from its first message (the config)."""
         tenant = self.gateway.tenancy.tenant(context)
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("request") != "config":
@@ -102,11 +114,9 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             )
         name = first.DESCRIPTOR.name
         self.gateway.check_config(first.config, name)
-        synthesis = Synthesis(
+        return await Synthesis.open(
             self.gateway, first.config, request=name, non_streaming=False, context=context, tenant=tenant
         )
-        async for kind, message in synthesis.run(self._client_texts(request_iterator)):
-            yield tts_pb2.StreamingSynthesizeResponse(**{kind: message})
 
     async def _client_texts(self, request_iterator):
         """The text pieces of a bidirectional stream after its config, validated as they come."""

@@ -319,7 +319,7 @@ class VoiceCatalogServicer(voices_pb2_grpc.VoiceCatalogServiceServicer):
             config.seed = request.seed
         name = request.DESCRIPTOR.name  # errors name fields as this request does (fields.py)
         self.gateway.check_config(config, name)
-        synthesis = Synthesis(
+        synthesis = await Synthesis.open(
             self.gateway, config, request=name, non_streaming=True, context=context, tenant=tenant, keep_output=True
         )
         audio, summary = await synthesis.whole(text)

@@ -31,7 +31,14 @@ from qwentts.generator.v1 import generator_pb2 as pb
 from qwentts.generator.v1 import generator_pb2_grpc
 from shared.audio import INPUT_SAMPLE_RATES, AudioError
 from shared.config import env
-from shared.errors import FailedPrecondition, Internal, InvalidArgument, ServiceError, Unavailable
+from shared.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ServiceError,
+    Unavailable,
+    read_to_half_close,
+)
 from shared.frames import array_to_frames, frames_to_array, samples_to_array
 from shared.limits import (
     MAX_ID_CHARS,
@@ -50,8 +57,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "qwentts.generator.v1.GeneratorService"
 
 MAX_AUDIO_SECONDS = 60.0  # EmbedSpeaker input
-# How long a refused Generate goes on reading before its status goes out (_read_to_half_close).
-REFUSAL_READ_SECONDS = 0.1
 
 FINISH_REASONS = {
     FinishReason.EOS: pb.FINISH_REASON_END_OF_SPEECH,
@@ -109,19 +114,19 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
 
     async def Generate(self, requests, context):
         first = await anext(requests, None)
-        if first is None or not first.HasField("config"):
-            raise InvalidArgument(
-                "the first message must carry the config",
-                [("config", "missing from the first message")],
-                reason="CONFIG_REQUIRED",
-            )
-        config = first.config
-        text = TextStream(self.tts.tokenizer)
         try:
+            if first is None or not first.HasField("config"):
+                raise InvalidArgument(
+                    "the first message must carry the config",
+                    [("config", "missing from the first message")],
+                    reason="CONFIG_REQUIRED",
+                )
+            config = first.config
             stream = await self._open(*self._plan(config))
-        except ServiceError:
-            await _read_to_half_close(requests)
+        except ServiceError:  # refused as it opens: not into the client's writes
+            await read_to_half_close(requests)
             raise
+        text = TextStream(self.tts.tokenizer)
         reader = asyncio.create_task(self._feed_text(requests, stream, text, config.non_streaming))
         try:
             async for frame in stream:
@@ -308,20 +313,6 @@ def _add_text(stream: Stream, ids: list[int]) -> None:
             stream.add_text(ids)
         except ContextTooLong as error:
             raise InvalidArgument(str(error), [("text", str(error))], reason="TEXT_TOO_LONG") from None
-
-
-async def _read_to_half_close(requests) -> None:
-    """Read and drop the client's messages until it half-closes, for at most REFUSAL_READ_SECONDS.
-
-    A status sent while the client is still writing can reach a grpc.aio client as INTERNAL
-    "Internal error from Core" instead (grpc/grpc#36066: its write fails and replaces the status);
-    measured, about one refusal in six, which the gateway reported as UNAVAILABLE. The gateway writes
-    the config, a text known up front and its half-close at once, so waiting for the half-close
-    lets the real status through; a client still streaming text waits the bound at most."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(REFUSAL_READ_SECONDS):
-            async for _ in requests:
-                pass
 
 
 def _read_samples(samples: codec_pb2.Samples) -> np.ndarray:

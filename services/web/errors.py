@@ -15,7 +15,7 @@ from __future__ import annotations
 import grpc
 from starlette.responses import JSONResponse
 
-from shared.errors import DOMAIN, error_details
+from shared.errors import DOMAIN, error_details, lost_status
 
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -106,6 +106,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ApiError:
     status = HTTP_STATUS.get(code, 500)
     if info is None or info.domain != DOMAIN:
         # Not the gateway's own status: it is down or unreachable, or the call never got there.
+        if lost_status(error):  # our write met the stream's end and the gateway's status was lost
+            code, status = grpc.StatusCode.UNAVAILABLE, HTTP_STATUS[grpc.StatusCode.UNAVAILABLE]
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
             reason = {grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED"}.get(code, "GATEWAY_UNAVAILABLE")
             return ApiError(

@@ -9,7 +9,8 @@
    decoding: ms per step at 1, 8, 32 and 64 streams, eager and with graphs, and the audio seconds
    made per second (80 ms per frame).
 4. **First audio's parts**, the same model: the step that makes a new request's first frame (its
-   prompt fed whole, eager: a prompt is never a captured step), alone and beside 8 speaking
+   prompt fed whole to the talker eagerly, the frame's predictor passes from a graph), alone and
+   beside 8 speaking
    streams, and the codec's float32 decode of that frame into a fresh stream; what the gateway's
    first audio adds to these is the hops (bench_cluster, gpu_check.sh's last step).
 5. **The codec's streaming pushes**, real-shape codec in float32: captured (CUDA graphs) against

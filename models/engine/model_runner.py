@@ -21,7 +21,10 @@ One step runs, for a batch of rows:
 
 A step of decoding rows alone has static shapes for a given (rows, positions) bucket, with no host
 reads: on CUDA it is captured once per bucket as a CUDA graph and replayed (`use_graphs`), padding
-rows writing to a scratch position and changing no state. `torch.compile(fullgraph=True)` compiles
+rows writing to a scratch position and changing no state. A step with prompt runs (a prompt's length
+is no bucket) runs the talker eagerly, and replays only its codes' frame, codebook 0 and the 15
+predictor passes, from a graph per rows bucket: a new request's first frame then costs the
+talker's launches, not the predictor's 15 passes one kernel at a time. `torch.compile(fullgraph=True)` compiles
 the same function without a graph break (`compiled`; bench/bench_engine.py checks it). On CPU the
 compiled step measured 4x slower than eager, after minutes of compiling per bucket, so the service
 does not use it.
@@ -282,7 +285,8 @@ class ModelRunner:
             self._make_clean(range(rows), view)
             inputs = self._decode_inputs(decode, rows)
             if self.use_graphs:
-                out = self._replay(inputs, view, warping)[: len(decode)]
+                step = lambda inputs: self.decode_step(inputs, view, warping)  # noqa: E731
+                out = self._replay(("decode", rows, view, warping), step, (inputs,))[: len(decode)]
             else:
                 out = self._compiled(inputs, view, warping)[: len(decode)]
         else:
@@ -299,19 +303,19 @@ class ModelRunner:
             torch.cuda.current_stream(self.device).synchronize()  # the step's one sync
         return host.numpy().copy()
 
-    def _replay(self, inputs: torch.Tensor, view: int, warping: tuple[Warping, Warping]) -> torch.Tensor:
-        """The decode step from its bucket's CUDA graph, captured on first use. A capture that fails
-        (an operation this torch or driver cannot capture) is logged and turns graphs off: this step
-        and every later one run eagerly, with the same results, instead of failing every request."""
-        key = (inputs.shape[1], view, warping)
+    def _replay(self, key: tuple, function, values: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """`function(*values)` from the CUDA graph of its bucket `key`, captured on first use over
+        static buffers shaped like `values`. A capture that fails (an operation this torch or
+        driver cannot capture) is logged and turns graphs off: this call and every later one run
+        eagerly, with the same results, instead of failing every request."""
         if key not in self._graphs:
             try:
-                self._graphs[key] = _CapturedStep(self, *key)
+                self._graphs[key] = _CapturedStep(self, key, function, tuple(torch.zeros_like(v) for v in values))
             except RuntimeError as error:
-                log.warning("capturing the decode step failed; decode steps run eagerly from now on: %s", error)
+                log.warning("capturing a step failed; steps run eagerly from now on: %s", error)
                 self.use_graphs = False
-                return self.decode_step(inputs, view, warping)
-        return self._graphs[key].replay(inputs)
+                return function(*values)
+        return self._graphs[key].replay(values)
 
     def _decode_inputs(self, decode: list[DecodeRow], rows: int) -> torch.Tensor:
         """(3, rows): text ids, text kinds, and which rows are real (the rest pad a bucket)."""
@@ -361,15 +365,34 @@ class ModelRunner:
                 ends.append(offset - 1)
                 row_slots.append(run.slot)
         if ends:
-            ends, row_slots = self.upload([ends, row_slots], torch.long)
-            real = torch.ones(len(ends), dtype=torch.bool, device=device)
-            out = self._frames(hidden[ends], row_slots, real, positions[ends] + 1, warping)
+            out = self._code_rows(hidden, positions, ends, row_slots, warping)
         else:
             out = torch.zeros((0, self.groups + 1), dtype=torch.long, device=device)
         for run in prefills:  # runs that do not end their prompt only extend their history
             if not run.last:
                 self.lengths[run.slot] = run.start + len(run.vectors)
         return out
+
+    def _code_rows(
+        self, hidden: torch.Tensor, positions: torch.Tensor, ends: list[int], slots: list[int], warping
+    ) -> torch.Tensor:
+        """`_frames` of a mixed step's rows that produce a code (tokens `ends` of the flat batch, of
+        `slots`). With graphs, the rows are padded to a bucket and the predictor's frame replays
+        its bucket's CUDA graph: the talker's prompt tokens run eagerly, but a new request's first
+        frame no longer launches the 15 predictor passes one kernel at a time. Padding rows take
+        slots no code row has, and change nothing (`real` is 0)."""
+        count = len(ends)
+        rows = min(_bucket(count), self.slots) if self.use_graphs else count
+        taken = set(slots)
+        padding = [slot for slot in range(self.slots) if slot not in taken][: rows - count]
+        index, slots_, real = self.upload(
+            [ends + [ends[0]] * len(padding), slots + padding, [1] * count + [0] * len(padding)], torch.long
+        )
+        values = (hidden[index], slots_, real.bool(), positions[index] + 1)
+        frames = lambda hidden, slots, real, lengths: self._frames(hidden, slots, real, lengths, warping)  # noqa: E731
+        if not self.use_graphs:
+            return frames(*values)
+        return self._replay(("frames", rows, warping), frames, values)[:count]
 
     def _text_vectors(self, text_ids: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         tokens = self.talker.embed_text(text_ids)
@@ -435,31 +458,33 @@ class ModelRunner:
 
 
 class _CapturedStep:
-    """A decode step captured as a CUDA graph for one (rows, view, sampling) bucket: static input
-    and output buffers, replayed with new inputs copied in."""
+    """`function(*inputs)` captured as a CUDA graph over static input buffers (zeros: padding
+    rows), replayed with new values copied in: a decode step for one (rows, view, sampling)
+    bucket, or the predictor's frame of a mixed step for one (rows, sampling) bucket."""
 
-    def __init__(self, runner: ModelRunner, rows: int, view: int, warping):
-        self.inputs = torch.zeros((3, rows), dtype=torch.long, device=runner.device)
+    def __init__(self, runner: ModelRunner, key: tuple, function, inputs: tuple[torch.Tensor, ...]):
+        self.key, self.inputs = key, inputs
         state = [t.clone() for t in runner._slot_state]
         try:
-            self.output = self._capture(runner, view, warping)
+            self.output = self._capture(runner, function)
         finally:  # undo the warm-up's updates, if any, also when the capture fails
             for live, saved in zip(runner._slot_state, state):
                 live.copy_(saved)
-        log.info("captured the decode step for %d rows, %d positions", rows, view)
+        log.info("captured a step: %s", key[:-1])  # (kind, rows[, view]), its sampling left out
 
-    def _capture(self, runner: ModelRunner, view: int, warping) -> torch.Tensor:
+    def _capture(self, runner: ModelRunner, function) -> torch.Tensor:
         stream = torch.cuda.Stream(runner.device)
         stream.wait_stream(torch.cuda.current_stream(runner.device))
         with torch.cuda.stream(stream):  # warm-up (allocator, cuBLAS handles) on padding rows only
-            runner.decode_step(self.inputs, view, warping)
+            function(*self.inputs)
         torch.cuda.current_stream(runner.device).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=runner._graph_pool):
-            return runner.decode_step(self.inputs, view, warping)
+            return function(*self.inputs)
 
-    def replay(self, inputs: torch.Tensor) -> torch.Tensor:
-        self.inputs.copy_(inputs)
+    def replay(self, values: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        for buffer, value in zip(self.inputs, values):
+            buffer.copy_(value)
         return self._run()
 
     def _run(self) -> torch.Tensor:

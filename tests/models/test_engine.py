@@ -453,25 +453,27 @@ def test_compiled_decode_steps_give_the_eager_codes(talker, monkeypatch):
 
 
 class _EagerStep(model_runner._CapturedStep):
-    """A captured decode step played on the CPU: the same static input buffer and warm-up state
-    restore, 'replayed' by running the decode step on the buffer with the captured bucket's view
-    and sampling, as a CUDA graph replays its kernels. Records the buckets captured."""
+    """A captured step played on the CPU: the same static input buffers and warm-up state
+    restore, 'replayed' by running the step's function on the buffers, as a CUDA graph replays
+    its kernels. Records the buckets captured: (kind, rows[, view])."""
 
-    buckets: list[tuple[int, int]] = []
+    buckets: list[tuple] = []
 
-    def _capture(self, runner, view, warping):
-        type(self).buckets.append((self.inputs.shape[1], view))
-        runner.decode_step(self.inputs, view, warping)  # the warm-up on padding rows
-        self._step = lambda: runner.decode_step(self.inputs, view, warping)
+    def _capture(self, runner, function):
+        type(self).buckets.append(self.key[:-1])
+        function(*self.inputs)  # the warm-up on padding rows
+        self._function = function
 
     def _run(self):
-        return self._step()
+        return self._function(*self.inputs)
 
 
 def test_captured_decode_steps_give_the_eager_codes(talker, monkeypatch):
     """The graph path of a step (rows padded to a bucket, inputs copied into the captured step's
-    buffer, its view bucketed, captured once per bucket) gives the eager codes: greedy and seeded
-    rows, rows that end at different steps (buckets of 4, 2 and 1) and a row that joins late."""
+    buffers, the view bucketed, captured once per bucket) gives the eager codes: decode steps of
+    greedy and seeded rows, rows that end at different steps (buckets of 4, 2 and 1), and the
+    predictor's frame of the mixed steps where the rows' prompts end, also beside decoding rows
+    (a row that joins late)."""
     monkeypatch.setattr(model_runner, "_CapturedStep", _EagerStep)
     monkeypatch.setattr(_EagerStep, "buckets", [])
     sampled = SamplingParams(max_new_tokens=30, seed=11)
@@ -496,8 +498,13 @@ def test_captured_decode_steps_give_the_eager_codes(talker, monkeypatch):
         runs.append([np.stack(s.frames) for s in sessions + [late]])
     for got, want in zip(*runs):
         assert np.array_equal(got, want)
-    assert {rows for rows, _ in _EagerStep.buckets} == {4, 2, 1}
-    assert {view for _, view in _EagerStep.buckets} == {64, 128}
+    decode = [bucket[1:] for bucket in _EagerStep.buckets if bucket[0] == "decode"]
+    assert {rows for rows, _ in decode} == {4, 2, 1}
+    assert {view for _, view in decode} == {64, 128}
+    frames = [bucket[1:] for bucket in _EagerStep.buckets if bucket[0] == "frames"]
+    # The first three prompts end together (3 rows and a padding row); the late one's ends beside
+    # the three decoding rows, in the same bucket, replayed.
+    assert frames == [(4,)]
     assert len(_EagerStep.buckets) == len(set(_EagerStep.buckets))  # each captured once
 
 

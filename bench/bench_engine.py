@@ -12,7 +12,8 @@ widths are tiny, which changes no count), for 1, 8, 32 and 64 streams decoding t
   tensor the step computed;
 - **uploads per step**: host values copied to the device (non-blocking, from pinned memory);
 - whether `torch.compile(fullgraph=True)` takes the whole decode step (talker, 15 predictor passes
-  and the sampler) with zero graph breaks (torch._dynamo.explain).
+  and the sampler) with zero graph breaks (torch._dynamo.explain);
+- the launches of a new request's first-frame step, and how many of them a CUDA graph replays.
 
 With CUDA graphs (GENERATOR_CUDA_GRAPHS, on by default on CUDA) the launches of a decode step become
 one graph replay; the launch count is what a step costs without them. The step is counted as it
@@ -138,6 +139,35 @@ def count_steps(tts: Qwen3TTS, streams: int, sampled: bool, steps: int = 3) -> d
     }
 
 
+def count_first_frame(tts: Qwen3TTS, speaking: int) -> tuple[int, int]:
+    """Launches of the step that makes a new request's first frame (its whole prompt and the
+    frame; default sampling), beside `speaking` decoding streams, and how many of them are the
+    frame's (codebook 0 and the predictor), which a CUDA graph replays."""
+    engine = tts.new_engine(SchedulerLimits(slots=speaking + 1, max_positions=512))
+    params = tts.sampling(max_new_tokens=100, seed=0)
+    for _ in range(speaking):
+        tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
+    for _ in range(3):
+        engine.step()
+    new = tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
+    frames, in_frames = ModelRunner._frames, []
+    with counting() as counter:
+
+        def counted(runner, *args):
+            before = counter.launches
+            out = frames(runner, *args)
+            in_frames.append(counter.launches - before)
+            return out
+
+        ModelRunner._frames = counted
+        try:
+            while not new.frames:
+                engine.step()
+        finally:
+            ModelRunner._frames = frames
+    return counter.launches, sum(in_frames)
+
+
 def graph_breaks(tts: Qwen3TTS, sampled: bool) -> int:
     """Graph breaks of torch.compile(fullgraph=True)'s view of one whole decode step, called with
     the arguments of a real one."""
@@ -170,7 +200,7 @@ def main(argv=None) -> None:
         "| on CPU: launches/step | before: launches/frame, syncs/step |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    compiled = []
+    compiled, first_frames = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for size in ("0.6B", "1.7B"):
             tts = Qwen3TTS.from_pretrained(checkpoint(size, Path(tmp)), dtype="float32")
@@ -199,7 +229,22 @@ def main(argv=None) -> None:
                 )
                 compiled.append(f"{size} {'sampled' if sampled else 'greedy'}: {breaks} graph breaks{fused}")
                 print(compiled[-1], flush=True)
+            use_fused_ops(tts.talker, on=False)
+            for speaking in (0, 8):
+                launches, in_frame = count_first_frame(tts, speaking)
+                first_frames.append(f"| {size} | {speaking} | {launches:,} | {in_frame:,} | {launches - in_frame:,} |")
+                print(first_frames[-1], flush=True)
     lines += ["", "`torch.compile(fullgraph=True)` of the whole decode step: " + "; ".join(compiled) + "."]
+    lines += [
+        "",
+        "A new request's first-frame step (its whole prompt, non-streaming, and its first frame; default",
+        "sampling), alone and beside 8 decoding streams. Its length is no bucket, so the talker runs eagerly;",
+        "with CUDA graphs the frame (codebook 0 and the 15 predictor passes) is one replay:",
+        "",
+        "| model | streams speaking | launches eagerly | of them in the frame | launched one by one with graphs |",
+        "|---|---|---|---|---|",
+        *first_frames,
+    ]
     if not args.no_write:
         write_section("bench-engine", "\n".join(lines))
 

@@ -91,7 +91,9 @@ class StreamStates:
         self.dtype, self.device = param.dtype, param.device
         self.use_graphs = use_graphs and self.device.type == "cuda"
         self._graphs: dict[tuple[int, int], _CapturedPush] = {}
-        self._graphs_table = None  # the RoPE table they read
+        # The RoPE table they read. Holding it keeps it alive for them when another thread's
+        # `decode` regrows the decoder's table; the next push then sees the new one and recaptures.
+        self._graphs_table = None
         # One memory pool for every captured push: they never run at once, and each output is
         # copied to the host before the next replay.
         self._graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None

@@ -191,7 +191,10 @@ class _CapturedPush:
             states.bucket_push(self.rows, self.codes)
         current.wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=states._graph_pool):
+        # thread_local: CUDA work of another thread (the tokenizer may be used from several: a
+        # `decode` meanwhile) neither breaks the capture nor is broken by it, as torch's default
+        # ("global") would have it.
+        with torch.cuda.graph(self.graph, pool=states._graph_pool, capture_error_mode="thread_local"):
             return states.bucket_push(self.rows, self.codes)
 
     def replay(self, rows: list[int], codes: torch.Tensor) -> torch.Tensor:

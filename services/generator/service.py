@@ -3,7 +3,7 @@
 Generate streams an utterance: the config first, then text as it arrives, frames back as the
 engine produces them (see runner.py). The request stream is read by its own task, so text keeps
 flowing into the engine while frames flow out. No model work runs on the event loop: the engine
-has its thread, EmbedSpeaker runs on a worker thread. See the section "The generator service"
+has its thread, where EmbedSpeaker runs too, between steps. See the section "The generator service"
 of docs/generator.md.
 """
 

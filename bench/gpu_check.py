@@ -8,11 +8,11 @@
 3. **Step times** on the real-shape 1.7B (or --size 0.6b; random weights), bfloat16, every stream
    decoding: ms per step at 1, 8, 32 and 64 streams, eager and with graphs, and the audio seconds
    made per second (80 ms per frame).
-4. **First audio's parts**, the same model: the step that makes a new request's first frame (its
-   prompt fed whole to the talker eagerly, the frame's predictor passes from a graph), alone and
-   beside 8 speaking
-   streams, and the codec's float32 decode of that frame into a fresh stream; what the gateway's
-   first audio adds to these is the hops (bench_cluster, gpu_check.sh's last step).
+4. **First audio's parts**, the same model, eager and with graphs: the step that makes a new
+   request's first frame (its prompt fed whole to the talker eagerly; with graphs the frame's
+   predictor passes replay a graph), alone and beside 8 speaking streams, and the codec's float32
+   decode of that frame into a fresh stream; what the gateway's first audio adds to these is the
+   hops (bench_cluster, gpu_check.sh's last step).
 5. **The codec's streaming pushes**, real-shape codec in float32: captured (CUDA graphs) against
    eager, the largest sample difference (3 streams in a bucket of 4, chunks of 2; rounding only,
    since the batch shapes differ) and ms per push at 1, 8 and 32 streams, chunks of 1 and 4 frames.
@@ -193,20 +193,26 @@ def main(argv=None) -> int:
         codec = SpeechTokenizer.from_pretrained(
             real, dtype="float32", device=args.device, load_encoder=False, use_graphs=graphs
         )
+        eager_codec = SpeechTokenizer.from_pretrained(real, dtype="float32", device=args.device, load_encoder=False)
         parts = [
             "",
-            "First audio's parts on the device (a new request, prompt and text in one step, medians of 5):",
+            "First audio's parts on the device (a new request, prompt and text in one step, medians of 5),",
+            "eager / with graphs:",
             "",
             "| streams already speaking | first-frame step ms | steps | codec, first frame ms |",
             "|---|---|---|---|",
         ]
         for speaking in (0, 8):
-            step, decode, steps = first_audio_parts(tts, codec, speaking, use_graphs=graphs)
-            parts.append(f"| {speaking} | {step:.1f} | {steps} | {decode:.1f} |")
+            step, decode, steps = first_audio_parts(tts, eager_codec, speaking, use_graphs=False)
+            graph_step = graph_decode = float("nan")
+            if graphs:
+                graph_step, graph_decode, steps = first_audio_parts(tts, codec, speaking, use_graphs=True)
+            parts.append(
+                f"| {speaking} | {step:.1f} / {graph_step:.1f} | {steps} | {decode:.1f} / {graph_decode:.1f} |"
+            )
             print(parts[-1], flush=True)
         lines += parts
 
-        eager_codec = SpeechTokenizer.from_pretrained(real, dtype="float32", device=args.device, load_encoder=False)
         pushes = ["", "The codec's streaming pushes, real-shape codec, float32:", ""]
         if graphs:
             captured, _ = codec_pushes(codec, streams=3, chunk=2, pushes=6)

@@ -422,8 +422,9 @@ async def read_to_half_close(requests) -> None:
     "Internal error from Core" instead of itself (grpc/grpc#36066: the write fails and replaces the
     status). Clients that write their first messages and half-close at once, as the gateway does to
     the generator for a text known up front and a browser does through the web service, then get
-    the real refusal; a client still streaming its text waits the bound at most."""
-    with contextlib.suppress(TimeoutError):
+    the real refusal; a client still streaming its text waits the bound at most. A message that
+    does not parse meanwhile ends the reading: the refusal stands."""
+    with contextlib.suppress(TimeoutError, ServiceError):
         async with asyncio.timeout(REFUSAL_READ_SECONDS):
             async for _ in requests:
                 pass

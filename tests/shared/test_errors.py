@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from models.qwen3_tts.prompts import PromptError
 from qwentts.v1 import voices_pb2
+from shared import errors
 from shared.errors import (
     DOMAIN,
     ErrorInterceptor,
@@ -395,3 +396,27 @@ async def test_malformed_requests_are_invalid_argument_with_one_log_line(served,
         assert len(records) == 2, [r.getMessage() for r in records]  # one line per request
         assert not any(r.exc_info for r in records)  # and no traceback
     assert await parsed(good, timeout=5) == b"v1"
+
+
+@pytest.mark.asyncio
+async def test_a_refused_call_reads_to_the_half_close_within_a_bound(monkeypatch):
+    """read_to_half_close: every message up to the client's half-close; at most
+    REFUSAL_READ_SECONDS for a client that goes on streaming; a message that does not parse ends
+    it without replacing the refusal."""
+    read = []
+
+    async def requests(then: str):
+        for message in ("config", "text", "more text"):
+            read.append(message)
+            yield message
+        if then == "stream on":
+            await asyncio.Event().wait()
+        elif then == "garbage":
+            raise errors.MalformedRequest("the request message could not be parsed")
+
+    await errors.read_to_half_close(requests("half-close"))
+    assert read == ["config", "text", "more text"]
+    monkeypatch.setattr(errors, "REFUSAL_READ_SECONDS", 0.05)
+    await asyncio.wait_for(errors.read_to_half_close(requests("stream on")), timeout=5)
+    await errors.read_to_half_close(requests("garbage"))
+    assert len(read) == 9

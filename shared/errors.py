@@ -416,7 +416,7 @@ REFUSAL_READ_SECONDS = 0.1
 
 async def read_to_half_close(requests) -> None:
     """Read and drop a refused call's remaining requests until its client half-closes, for at most
-    REFUSAL_READ_SECONDS; then raise the refusal.
+    REFUSAL_READ_SECONDS; the caller then raises its refusal.
 
     A status sent while the client is still writing can reach a grpc.aio client as INTERNAL
     "Internal error from Core" instead of itself (grpc/grpc#36066: the write fails and replaces the

@@ -21,13 +21,13 @@ One step runs, for a batch of rows:
 
 A step of decoding rows alone has static shapes for a given (rows, positions) bucket, with no host
 reads: on CUDA it is captured once per bucket as a CUDA graph and replayed (`use_graphs`), padding
-rows writing to a scratch position and changing no state. A step with prompt runs (a prompt's length
-is no bucket) runs the talker eagerly, and replays only its codes' frame, codebook 0 and the 15
-predictor passes, from a graph per rows bucket: a new request's first frame then costs the
-talker's launches, not the predictor's 15 passes one kernel at a time. `torch.compile(fullgraph=True)` compiles
-the same function without a graph break (`compiled`; bench/bench_engine.py checks it). On CPU the
-compiled step measured 4x slower than eager, after minutes of compiling per bucket, so the service
-does not use it.
+rows writing to a scratch position and changing no state. A step with prompt runs (a prompt's
+length is no bucket) runs the talker eagerly and replays only its code rows' frame (codebook 0 and
+the 15 predictor passes) from a graph per rows bucket: a new request's first frame then costs the
+talker's launches, not the predictor's 15 passes one kernel at a time.
+`torch.compile(fullgraph=True)` compiles the decode step without a graph break (`compiled`;
+bench/bench_engine.py checks it). On CPU the compiled step measured 4x slower than eager, after
+minutes of compiling per bucket, so the service does not use it.
 """
 
 from __future__ import annotations
@@ -458,9 +458,10 @@ class ModelRunner:
 
 
 class _CapturedStep:
-    """`function(*inputs)` captured as a CUDA graph over static input buffers (zeros: padding
-    rows), replayed with new values copied in: a decode step for one (rows, view, sampling)
-    bucket, or the predictor's frame of a mixed step for one (rows, sampling) bucket."""
+    """`function(*inputs)` captured as a CUDA graph over static input buffers (captured while
+    they hold zeros, which every step function treats as padding rows), replayed with new values
+    copied in: a decode step for one (rows, view, sampling) bucket, or the frame of a mixed step's
+    code rows for one (rows, sampling) bucket."""
 
     def __init__(self, runner: ModelRunner, key: tuple, function, inputs: tuple[torch.Tensor, ...]):
         self.key, self.inputs = key, inputs

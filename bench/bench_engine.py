@@ -35,6 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.report import machine, write_section
 from models.cpu_kernels import use_fused_ops
+from models.engine import model_runner
 from models.engine.model_runner import ModelRunner
 from models.engine.scheduler import SchedulerLimits
 from models.tts import Qwen3TTS
@@ -139,33 +140,38 @@ def count_steps(tts: Qwen3TTS, streams: int, sampled: bool, steps: int = 3) -> d
     }
 
 
-def count_first_frame(tts: Qwen3TTS, speaking: int) -> tuple[int, int]:
+def count_first_frame(tts: Qwen3TTS, speaking: int, graphs: bool) -> tuple[int, int, int]:
     """Launches of the step that makes a new request's first frame (its whole prompt and the
-    frame; default sampling), beside `speaking` decoding streams, and how many of them are the
-    frame's (codebook 0 and the predictor), which a CUDA graph replays."""
+    frame; default sampling), beside `speaking` decoding streams, and how many of them a CUDA
+    graph replays. With `graphs` the step takes the graph path, played on CPU by EagerReplay: the
+    launches inside its padded step (`padded_mixed_step`) are the graph's, the rest (the prompt's
+    input vectors, padding them, copying them into the graph's buffers) go one by one. Returns
+    (launches, of them in the graph, blocking syncs)."""
     engine = tts.new_engine(SchedulerLimits(slots=speaking + 1, max_positions=512))
+    engine.runner.use_graphs = graphs
     params = tts.sampling(max_new_tokens=100, seed=0)
-    for _ in range(speaking):
-        tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
-    for _ in range(3):
-        engine.step()
-    new = tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
-    frames, in_frames = ModelRunner._frames, []
-    with counting() as counter:
+    padded, in_graph = ModelRunner.padded_mixed_step, []
+    captured, model_runner._CapturedStep = model_runner._CapturedStep, model_runner.EagerReplay
+    try:
+        for _ in range(speaking):
+            tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
+        for _ in range(3):
+            engine.step()
+        new = tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
+        with counting() as counter:
 
-        def counted(runner, *args):
-            before = counter.launches
-            out = frames(runner, *args)
-            in_frames.append(counter.launches - before)
-            return out
+            def counted(runner, *args):
+                before = counter.launches
+                out = padded(runner, *args)
+                in_graph.append(counter.launches - before)
+                return out
 
-        ModelRunner._frames = counted
-        try:
+            ModelRunner.padded_mixed_step = counted
             while not new.frames:
                 engine.step()
-        finally:
-            ModelRunner._frames = frames
-    return counter.launches, sum(in_frames)
+    finally:
+        ModelRunner.padded_mixed_step, model_runner._CapturedStep = padded, captured
+    return counter.launches, sum(in_graph), counter.syncs
 
 
 def graph_breaks(tts: Qwen3TTS, sampled: bool) -> int:
@@ -231,18 +237,25 @@ def main(argv=None) -> None:
                 print(compiled[-1], flush=True)
             use_fused_ops(tts.talker, on=False)
             for speaking in (0, 8):
-                launches, in_frame = count_first_frame(tts, speaking)
-                first_frames.append(f"| {size} | {speaking} | {launches:,} | {in_frame:,} | {launches - in_frame:,} |")
+                eager, _, eager_syncs = count_first_frame(tts, speaking, graphs=False)
+                launches, in_graph, syncs = count_first_frame(tts, speaking, graphs=True)
+                first_frames.append(
+                    f"| {size} | {speaking} | {eager:,} | {eager_syncs} | {in_graph:,} "
+                    f"| {launches - in_graph:,} + 1 replay | {syncs} |"
+                )
                 print(first_frames[-1], flush=True)
     lines += ["", "`torch.compile(fullgraph=True)` of the whole decode step: " + "; ".join(compiled) + "."]
     lines += [
         "",
         "A new request's first-frame step (its whole prompt, non-streaming, and its first frame; default",
-        "sampling), alone and beside 8 decoding streams. Its length is no bucket, so the talker runs eagerly;",
-        "with CUDA graphs the frame (codebook 0 and the 15 predictor passes) is one replay:",
+        "sampling), alone and beside 8 decoding streams. With CUDA graphs the step is padded to a bucket",
+        "(prompt runs to a count and a length) and replayed: what the graph holds, and what is left to",
+        "launch one by one (the prompt's input vectors, padding them, copying them into the graph's",
+        "buffers), counted on the graph path played on CPU:",
         "",
-        "| model | streams speaking | launches eagerly | of them in the frame | launched one by one with graphs |",
-        "|---|---|---|---|---|",
+        "| model | streams speaking | launches eagerly | syncs eagerly | graph path: launches in the graph "
+        "| graph path: launched one by one | graph path: syncs |",
+        "|---|---|---|---|---|---|---|",
         *first_frames,
     ]
     if not args.no_write:

@@ -9,10 +9,11 @@
    decoding: ms per step at 1, 8, 32 and 64 streams, eager and with graphs, and the audio seconds
    made per second (80 ms per frame).
 4. **First audio's parts**, the same model, eager and with graphs: the step that makes a new
-   request's first frame (its prompt fed whole to the talker eagerly; with graphs the frame's
-   predictor passes replay a graph), alone and beside 8 speaking streams, and the codec's float32
-   decode of that frame into a fresh stream; what the gateway's first audio adds to these is the
-   hops (bench_cluster, gpu_check.sh's last step).
+   request's first frame (its prompt and the frame in one step; with graphs that step, padded to
+   a bucket, is one replay: the first request of a bucket captures it, the median leaves that
+   out), alone and beside 8 speaking streams, and the codec's float32 decode of that frame into a
+   fresh stream; what the gateway's first audio adds to these is the hops (bench_cluster,
+   gpu_check.sh's last step).
 5. **The codec's streaming pushes**, real-shape codec in float32: captured (CUDA graphs) against
    eager, the largest sample difference (3 streams in a bucket of 4, chunks of 2; rounding only,
    since the batch shapes differ) and ms per push at 1, 8 and 32 streams, chunks of 1 and 4 frames.

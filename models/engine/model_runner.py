@@ -2,8 +2,9 @@
 
 Everything an utterance keeps between steps lives on the device, in per-slot tensors allocated once:
 the talker's keys and values (`kv`, up to `max_positions` per slot), the number of positions
-cached, the embedding of the last frame, the codes seen (for the repetition penalty), the count of
-codes generated, the sampling parameters, the seed and the draw counter. Nothing is allocated or
+cached (set by each frame: a prompt's runs fill the cache, the frame that ends it sets the count),
+the embedding of the last frame, the codes seen (for the repetition penalty), the count of codes
+generated, the sampling parameters, the seed and the draw counter. Nothing is allocated or
 freed while utterances come and go; an utterance is admitted into a free slot and leaves it.
 
 One step runs, for a batch of rows:
@@ -21,10 +22,11 @@ One step runs, for a batch of rows:
 
 A step of decoding rows alone has static shapes for a given (rows, positions) bucket, with no host
 reads: on CUDA it is captured once per bucket as a CUDA graph and replayed (`use_graphs`), padding
-rows writing to a scratch position and changing no state. A step with prompt runs (a prompt's
-length is no bucket) runs the talker eagerly and replays only its code rows' frame (codebook 0 and
-the 15 predictor passes) from a graph per rows bucket: a new request's first frame then costs the
-talker's launches, not the predictor's 15 passes one kernel at a time.
+rows writing to a scratch position and changing no state. A step with prompt runs is made static
+the same way (`padded_mixed_step`): the runs padded to a count and each to one length bucket,
+attending to a bucket of their slots' positions under a mask, padding tokens writing to the
+scratch position; so a new request's first frame is one replay too, not some thousand launches.
+On CPU steps run eagerly, each prompt run with its exact length.
 `torch.compile(fullgraph=True)` compiles the decode step without a graph break (`compiled`;
 bench/bench_engine.py checks it). On CPU the compiled step measured 4x slower than eager, after
 minutes of compiling per bucket, so the service does not use it.
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 # Text track of a decoding row: a text token, tts_eos (the text has just ended) or tts_pad.
 TEXT_TOKEN, TEXT_EOS, TEXT_PAD = 0, 1, 2
 MIN_VIEW = 64  # the smallest attention view (positions), so that short utterances share graphs
+MIN_RUN = 16  # the shortest padded prompt run of a captured mixed step
 
 
 def _bucket(n: int, low: int = 1) -> int:
@@ -86,12 +89,22 @@ class DecodeRow:
 
 class _SlotAttention:
     """One step's attention over the slots: `decode_rows` single-token rows in slots 0..n-1 (a
-    view of the cache, masked by position), then each prefill run alone (causal). Every token's
-    key and value are first written at (its slot, its position) in one indexed store."""
+    view of the cache, masked by position), then the prompt runs: each run alone (causal), or all
+    of them as one padded batch (`padded`, a captured step's static shapes). Every token's key and
+    value are first written at (its slot, its position) in one indexed store."""
 
-    def __init__(self, kv, slots, positions, decode_rows: int, view: int, prefills: list[Prefill]):
+    def __init__(
+        self,
+        kv,
+        slots,
+        positions,
+        decode_rows: int,
+        view: int,
+        prefills: list[Prefill],
+        padded: _PaddedRuns | None = None,
+    ):
         self.kv, self.slots, self.positions = kv, slots, positions
-        self.decode_rows, self.view, self.prefills = decode_rows, view, prefills
+        self.decode_rows, self.view, self.prefills, self.padded = decode_rows, view, prefills, padded
         if decode_rows:
             visible = torch.arange(view, device=kv.device)[None, :] <= positions[:decode_rows, None]
             self.mask = visible[:, None, None, :]
@@ -106,6 +119,8 @@ class _SlotAttention:
             view = slice(0, self.view)
             out = _one_query(q[:n, :, None], cache[0, :n, :, view], cache[1, :n, :, view], self.mask)
             outputs.append(out[:, :, 0])
+        if self.padded is not None:
+            outputs.append(self.padded.attend(cache, q[n:]))
         offset = n
         for run in self.prefills:
             count = len(run.vectors)
@@ -115,6 +130,23 @@ class _SlotAttention:
             outputs.append(out[0].transpose(0, 1))
             offset += count
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+@dataclass
+class _PaddedRuns:
+    """Prompt runs padded to one shape: `slots` (runs,) hold (runs, length) tokens, and each token
+    sees the first `keys` positions of its slot where `visible` (runs, 1, length, keys) says so
+    (up to its own position: padding tokens, past a run's end, are never seen by real ones)."""
+
+    slots: torch.Tensor
+    visible: torch.Tensor
+
+    def attend(self, cache: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        runs, _, length, keys = self.visible.shape
+        query = q.view(runs, length, *q.shape[1:]).transpose(1, 2)
+        k, v = cache[0, self.slots, :, :keys], cache[1, self.slots, :, :keys]
+        out = F.scaled_dot_product_attention(query, k, v, attn_mask=self.visible, enable_gqa=True)
+        return out.transpose(1, 2).flatten(0, 1)
 
 
 class _FrameAttention:
@@ -279,16 +311,20 @@ class ModelRunner:
         scores were finite."""
         vocab, predictor_vocab = self.talker.config.vocab_size, self.talker.config.code_predictor.vocab_size
         warping = (Warping.of(params, vocab, predictor=False), Warping.of(params, predictor_vocab, predictor=True))
-        if not prefills and (self.use_graphs or self._compiled is not None):
+        keep = None  # the rows of a padded output that are answers, in order
+        if prefills and self.use_graphs:
+            out, keep = self._captured_mixed_step(decode, prefills, view, warping)
+        elif not prefills and (self.use_graphs or self._compiled is not None):
             rows = min(_bucket(len(decode)), self.slots)
             view = min(_bucket(view, MIN_VIEW), self.max_positions)
             self._make_clean(range(rows), view)
             inputs = self._decode_inputs(decode, rows)
             if self.use_graphs:
                 step = lambda inputs: self.decode_step(inputs, view, warping)  # noqa: E731
-                out = self._replay(("decode", rows, view, warping), step, (inputs,))[: len(decode)]
+                out = self._replay(("decode", rows, view, warping), step, (inputs,))
             else:
-                out = self._compiled(inputs, view, warping)[: len(decode)]
+                out = self._compiled(inputs, view, warping)
+            keep = range(len(decode))
         else:
             self._make_clean(range(len(decode)), view)
             for run in prefills:
@@ -301,7 +337,7 @@ class ModelRunner:
         host.copy_(out, non_blocking=True)
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()  # the step's one sync
-        return host.numpy().copy()
+        return host.numpy().copy() if keep is None else host.numpy()[list(keep)]
 
     def _replay(self, key: tuple, function, values: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """`function(*values)` from the CUDA graph of its bucket `key`, captured on first use over
@@ -365,34 +401,100 @@ class ModelRunner:
                 ends.append(offset - 1)
                 row_slots.append(run.slot)
         if ends:
-            out = self._code_rows(hidden, positions, ends, row_slots, warping)
+            index, slots = self.upload([ends, row_slots], torch.long)
+            real = torch.ones(len(ends), dtype=torch.bool, device=device)
+            out = self._frames(hidden[index], slots, real, positions[index] + 1, warping)
         else:
             out = torch.zeros((0, self.groups + 1), dtype=torch.long, device=device)
-        for run in prefills:  # runs that do not end their prompt only extend their history
-            if not run.last:
-                self.lengths[run.slot] = run.start + len(run.vectors)
         return out
 
-    def _code_rows(
-        self, hidden: torch.Tensor, positions: torch.Tensor, ends: list[int], slots: list[int], warping
-    ) -> torch.Tensor:
-        """`_frames` of a mixed step's rows that produce a code (tokens `ends` of the flat batch, of
-        `slots`). With graphs, the rows are padded to a bucket and the predictor's frame replays
-        its bucket's CUDA graph: the talker's prompt tokens run eagerly, but a new request's first
-        frame no longer launches the 15 predictor passes one kernel at a time. Padding rows take
-        slots no code row has, and change nothing (`real` is 0)."""
-        count = len(ends)
-        rows = min(_bucket(count), self.slots) if self.use_graphs else count
-        taken = set(slots)
-        padding = [slot for slot in range(self.slots) if slot not in taken][: rows - count]
-        index, slots_, real = self.upload(
-            [ends + [ends[0]] * len(padding), slots + padding, [1] * count + [0] * len(padding)], torch.long
+    def _captured_mixed_step(
+        self, decode: list[DecodeRow], prefills: list[Prefill], view: int, warping: tuple[Warping, Warping]
+    ) -> tuple[torch.Tensor, list[int]]:
+        """A step with prompt runs from the CUDA graph of its bucket: the decoding rows padded to
+        a rows bucket, the runs to a runs bucket and each to one length bucket, their attention to
+        a keys bucket (`padded_mixed_step`). Padding rows and runs take slots no real one has, so
+        the step's indexed stores never meet twice in a slot. Returns the padded output and which
+        of its rows answer `step`."""
+        n, count = len(decode), len(prefills)
+        runs = min(_bucket(count), self.slots - n)
+        rows = min(_bucket(n), self.slots - runs) if n else 0
+        length = _bucket(max(len(run.vectors) for run in prefills), MIN_RUN)
+        keys = min(_bucket(max(run.start + len(run.vectors) for run in prefills), MIN_VIEW), self.max_positions)
+        view = min(_bucket(view, MIN_VIEW), self.max_positions) if n else 0
+        taken = set(range(n)) | {run.slot for run in prefills}
+        free = [slot for slot in range(self.slots) if slot not in taken]
+        padding_rows, padding_runs = free[: rows - n], free[rows - n : rows - n + runs - count]
+        run_slots = [run.slot for run in prefills] + padding_runs
+        self._make_clean(range(rows), view)
+        self._make_clean(run_slots, keys)
+        blank = [0] * (rows - n)
+        decode_inputs = self.upload(
+            [
+                [r.text_id for r in decode] + blank,
+                [r.text_kind for r in decode] + blank,
+                [1] * n + blank,
+                list(range(n)) + padding_rows,
+            ],
+            torch.long,
         )
-        values = (hidden[index], slots_, real.bool(), positions[index] + 1)
-        frames = lambda hidden, slots, real, lengths: self._frames(hidden, slots, real, lengths, warping)  # noqa: E731
-        if not self.use_graphs:
-            return frames(*values)
-        return self._replay(("frames", rows, warping), frames, values)[:count]
+        vectors = torch.zeros((runs, length, self.talker.config.hidden_size), dtype=self.dtype, device=self.device)
+        for r, run in enumerate(prefills):
+            vectors[r, : len(run.vectors)] = run.vectors
+        blank = [0] * (runs - count)
+        run_inputs = self.upload(
+            [
+                run_slots,
+                [run.start for run in prefills] + blank,
+                [len(run.vectors) for run in prefills] + blank,
+                [int(run.last) for run in prefills] + blank,
+            ],
+            torch.long,
+        )
+        step = lambda *inputs: self.padded_mixed_step(*inputs, view, keys, warping)  # noqa: E731
+        key = ("mixed", rows, view, runs, length, keys, warping)
+        out = self._replay(key, step, (decode_inputs, vectors, run_inputs))
+        return out, list(range(n)) + [rows + r for r, run in enumerate(prefills) if run.last]
+
+    def padded_mixed_step(
+        self,
+        decode_inputs: torch.Tensor,
+        vectors: torch.Tensor,
+        run_inputs: torch.Tensor,
+        view: int,
+        keys: int,
+        warping: tuple[Warping, Warping],
+    ) -> torch.Tensor:
+        """A step with prompt runs, with static shapes and no host reads (what a CUDA graph
+        captures): `decode_inputs` (4, rows) text ids, text kinds, real flags and slots of the
+        decoding rows; `vectors` (runs, length, hidden) the runs' input vectors, padded;
+        `run_inputs` (4, runs) their slots, starts, token counts and whether they end their
+        prompt. Padding tokens write to the scratch position; a padding row or run (real flag or
+        count 0) changes no state. Returns (rows + runs, 17): a frame per decoding row, then per
+        run (a real one only where the run ends its prompt)."""
+        text_ids, kinds, real, slots = decode_inputs
+        run_slots, starts, counts, ends = run_inputs
+        rows, (runs, length) = decode_inputs.shape[1], vectors.shape[:2]
+        device, real = self.device, real.bool()
+        offsets = torch.arange(length, device=device)
+        token_positions = starts[:, None] + offsets
+        run_positions = torch.where(offsets < counts[:, None], token_positions, self.max_positions)
+        positions = torch.cat([torch.where(real, self.lengths[slots], self.max_positions), run_positions.flatten()])
+        x = vectors.flatten(0, 1)
+        if rows:
+            x = torch.cat([self._text_vectors(text_ids, kinds) + self.frame_vectors[slots], x])
+        visible = torch.arange(keys, device=device) <= token_positions[:, :, None]
+        padded = _PaddedRuns(run_slots, visible[:, None])
+        token_slots = torch.cat([slots, run_slots[:, None].expand(runs, length).flatten()])
+        attention = _SlotAttention(self.kv, token_slots, positions, rows, view, [], padded)
+        hidden = self.talker.model(x, self.cos[positions], self.sin[positions], attention)
+        # Code rows: every decoding row, then each run's last token (a code where it ends the prompt).
+        last = rows + torch.arange(runs, device=device) * length + (counts - 1).clamp(min=0)
+        index = torch.cat([torch.arange(rows, device=device), last])
+        ends = ends.bool() & (counts > 0)
+        return self._frames(
+            hidden[index], torch.cat([slots, run_slots]), torch.cat([real, ends]), positions[index] + 1, warping
+        )
 
     def _text_vectors(self, text_ids: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         tokens = self.talker.embed_text(text_ids)
@@ -460,8 +562,8 @@ class ModelRunner:
 class _CapturedStep:
     """`function(*inputs)` captured as a CUDA graph over static input buffers (captured while
     they hold zeros, which every step function treats as padding rows), replayed with new values
-    copied in: a decode step for one (rows, view, sampling) bucket, or the frame of a mixed step's
-    code rows for one (rows, sampling) bucket."""
+    copied in: a decode step for one (rows, view, sampling) bucket, or a step with prompt runs for
+    one (rows, view, runs, run length, keys, sampling) bucket."""
 
     def __init__(self, runner: ModelRunner, key: tuple, function, inputs: tuple[torch.Tensor, ...]):
         self.key, self.inputs = key, inputs
@@ -491,3 +593,18 @@ class _CapturedStep:
     def _run(self) -> torch.Tensor:
         self.graph.replay()
         return self.output
+
+
+class EagerReplay(_CapturedStep):
+    """The graph path without CUDA: 'capturing' keeps the step function, and a replay runs it on
+    the static buffers, as a CUDA graph replays its kernels on them. Installed in place of
+    `_CapturedStep` (with `use_graphs` set on a CPU runner), it lets the host side of the graph
+    path (padding to buckets, buffers, one capture per bucket) run on CPU: in tests, which compare
+    its codes with the eager ones, and in bench/bench_engine.py, which counts what a replay
+    leaves to launch one by one."""
+
+    def _capture(self, runner: ModelRunner, function) -> torch.Tensor:
+        self._function = function
+
+    def _run(self) -> torch.Tensor:
+        return self._function(*self.inputs)

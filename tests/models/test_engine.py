@@ -452,35 +452,31 @@ def test_compiled_decode_steps_give_the_eager_codes(talker, monkeypatch):
         assert np.array_equal(got, want)
 
 
-class _EagerStep(model_runner._CapturedStep):
-    """A captured step played on the CPU: the same static input buffers and warm-up state
-    restore, 'replayed' by running the step's function on the buffers, as a CUDA graph replays
-    its kernels. Records the buckets captured: (kind, rows[, view])."""
+class _EagerStep(model_runner.EagerReplay):
+    """A captured step played on the CPU (EagerReplay), with the real capture's warm-up on the
+    zeroed buffers (whose state updates the capture undoes). Records the buckets captured."""
 
     buckets: list[tuple] = []
 
     def _capture(self, runner, function):
         type(self).buckets.append(self.key[:-1])
-        function(*self.inputs)  # the warm-up on padding rows
-        self._function = function
-
-    def _run(self):
-        return self._function(*self.inputs)
+        function(*self.inputs)
+        super()._capture(runner, function)
 
 
-def test_captured_decode_steps_give_the_eager_codes(talker, monkeypatch):
+def test_captured_steps_give_the_eager_codes(talker, monkeypatch):
     """The graph path of a step (rows padded to a bucket, inputs copied into the captured step's
     buffers, the view bucketed, captured once per bucket) gives the eager codes: decode steps of
     greedy and seeded rows, rows that end at different steps (buckets of 4, 2 and 1), and the
-    predictor's frame of the mixed steps where the rows' prompts end, also beside decoding rows
-    (a row that joins late)."""
+    steps with prompt runs (runs padded to a bucket and a length, chunks that do not end their
+    prompt, a prompt that ends beside decoding rows: a row that joins late)."""
     monkeypatch.setattr(model_runner, "_CapturedStep", _EagerStep)
     monkeypatch.setattr(_EagerStep, "buckets", [])
     sampled = SamplingParams(max_new_tokens=30, seed=11)
     schedule = [GREEDY, sampled, SamplingParams(do_sample=False, subtalker_do_sample=False, max_new_tokens=70)]
     runs = []
     for use_graphs in (False, True):
-        engine = make_engine(talker, slots=4)
+        engine = make_engine(talker, slots=4, prefill_chunk=8, prefill_budget=12)
         engine.runner.use_graphs = use_graphs
         sessions = []
         for params in schedule:
@@ -501,10 +497,10 @@ def test_captured_decode_steps_give_the_eager_codes(talker, monkeypatch):
     decode = [bucket[1:] for bucket in _EagerStep.buckets if bucket[0] == "decode"]
     assert {rows for rows, _ in decode} == {4, 2, 1}
     assert {view for _, view in decode} == {64, 128}
-    frames = [bucket[1:] for bucket in _EagerStep.buckets if bucket[0] == "frames"]
-    # The first three prompts end together (3 rows and a padding row); the late one's ends beside
-    # the three decoding rows, in the same bucket, replayed.
-    assert frames == [(4,)]
+    # Steps with prompt runs (chunks of at most 8 positions, 12 a step): the three prompts alone
+    # (2 and 4 runs a step, padded), then the late one's beside 2 and 3 decoding rows.
+    mixed = [bucket[1:] for bucket in _EagerStep.buckets if bucket[0] == "mixed"]
+    assert {(rows, runs) for rows, _, runs, _, _ in mixed} == {(0, 2), (0, 4), (2, 1), (3, 1)}
     assert len(_EagerStep.buckets) == len(set(_EagerStep.buckets))  # each captured once
 
 

@@ -80,6 +80,13 @@ class Engine:
             self.codec_pad = talker.embed_codec(torch.tensor(pad_id, device=self.device))
         self._ids = itertools.count(1)
 
+    def warm_up(self, params: SamplingParams) -> int:
+        """Capture the CUDA graphs the first requests sampled like `params` would meet, before the
+        first session (ModelRunner.warm_up: it runs dummy rows in the slots). Returns how many."""
+        if self.active:
+            raise RuntimeError("warm_up runs before the first session: it uses the slots")
+        return self.runner.warm_up(params, self.scheduler.limits.prefill_chunk)
+
     # ----- sessions -----
 
     @property

@@ -68,6 +68,11 @@ def _bucket(n: int, low: int = 1) -> int:
     return max(low, 1 << (n - 1).bit_length())
 
 
+def _buckets(low: int, high: int) -> list[int]:
+    """The buckets of sizes 1..high (each at most `high`)."""
+    return sorted({min(_bucket(n, low), high) for n in range(1, high + 1)})
+
+
 @dataclass
 class Prefill:
     """A run of prompt tokens of one slot: input vectors (count, hidden), from position `start`;
@@ -297,6 +302,36 @@ class ModelRunner:
         if self.device.type == "cpu":
             return host
         return host.pin_memory().to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def warm_up(self, params: SamplingParams, longest_run: int) -> int:
+        """Capture, before serving, the CUDA graphs that the first requests sampled like `params`
+        would otherwise each capture on their way (tens of milliseconds of a step apiece): the
+        step of a new request's first frame with no one else speaking, for every prompt length
+        bucket up to `longest_run`, and decode steps at every rows and view bucket. It runs them
+        as steps of dummy rows in the slots, whose state `assign` resets when an utterance is
+        admitted. The rest (a prompt beside speaking streams, other sampling) is captured on
+        first use. Returns how many graphs it captured: none without graphs."""
+        captured = len(self._graphs)
+        hidden = self.talker.config.hidden_size
+        counts = [min(length, longest_run) for length in _buckets(MIN_RUN, _bucket(longest_run, MIN_RUN))]
+        steps = [
+            ([], [Prefill(0, 0, torch.zeros(count, hidden, dtype=self.dtype, device=self.device), True)], [params], 0)
+            for count in counts
+            if count < self.max_positions
+        ]
+        steps += [
+            ([DecodeRow(TEXT_PAD)] * rows, [], [params] * rows, view)
+            for rows in _buckets(1, self.slots)
+            for view in _buckets(MIN_VIEW, self.max_positions)
+        ]
+        for decode, prefills, row_params, view in steps:
+            if not self.use_graphs:  # off from the start, or a capture failed
+                break
+            self.lengths.zero_()
+            self.step(decode, prefills, row_params, view)
+        self.lengths.zero_()
+        return len(self._graphs) - captured
 
     # ----- a step -----
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -370,6 +371,10 @@ async def build(config: GeneratorConfig):
         budget_frames_per_token=config.budget_frames_per_token,
     )
     engine = tts.new_engine(limits, use_graphs=config.cuda_graphs)
+    started = time.monotonic()
+    captured = await asyncio.to_thread(engine.warm_up, tts.sampling())
+    if captured:
+        log.info("captured %d CUDA graphs before serving in %.1f s", captured, time.monotonic() - started)
     runner = EngineRunner(engine, config.max_queued, on_failure=fail_process)
     runner.start()
     servicer = GeneratorServicer(

@@ -504,6 +504,39 @@ def test_captured_steps_give_the_eager_codes(talker, monkeypatch):
     assert len(_EagerStep.buckets) == len(set(_EagerStep.buckets))  # each captured once
 
 
+def test_warm_up_captures_the_first_requests_graphs_and_changes_no_codes(talker, monkeypatch):
+    """Warming up captures the first-frame step of a lone request at every prompt length bucket
+    and the decode steps at every rows and view bucket (played on CPU by the stand-in capture);
+    requests served after it replay those graphs, capture nothing more, and get the codes of an
+    engine that never warmed up. It refuses once sessions exist: it runs dummy rows in the slots."""
+    monkeypatch.setattr(model_runner, "_CapturedStep", _EagerStep)
+    monkeypatch.setattr(_EagerStep, "buckets", [])
+    expected = [frames for frames, _ in (run_whole(talker, plan()), run_whole(talker, plan(non_streaming=True)))]
+    engine = make_engine(talker, slots=4, max_positions=200, prefill_chunk=40)
+    engine.runner.use_graphs = True
+    captured = engine.warm_up(GREEDY)
+    lengths, views = [16, 32, 64], [64, 128, 200]
+    assert sorted(_EagerStep.buckets) == sorted(
+        [("mixed", 0, 0, 1, length, 64) for length in lengths]
+        + [("decode", rows, view) for rows in (1, 2, 4) for view in views]
+    )
+    assert captured == len(_EagerStep.buckets)
+    got = []
+    for plan_ in (plan(), plan(non_streaming=True)):
+        session = engine.start(plan_, GREEDY)
+        engine.add_text(session, TEXT)
+        engine.close_text(session)
+        while engine.active:
+            engine.step()
+        got.append(np.stack(session.frames))
+    assert captured == len(_EagerStep.buckets)  # every step replayed a warmed graph
+    for frames, want in zip(got, expected):
+        assert np.array_equal(frames, want)
+    engine.start(plan(), GREEDY)
+    with pytest.raises(RuntimeError, match="before the first session"):
+        engine.warm_up(GREEDY)
+
+
 def test_a_failed_graph_capture_falls_back_to_eager_steps(talker, monkeypatch, caplog):
     """A decode step whose CUDA graph cannot be captured runs eagerly, as does every later one:
     the same codes, a warning with the reason, graphs off. (Played on CPU: the runner is told it

@@ -7,7 +7,8 @@
    first frame that differs (bf16 is the serving dtype on GPUs; float32 is the exact one).
 3. **Step times** on the real-shape 1.7B (or --size 0.6b; random weights), bfloat16, every stream
    decoding: ms per step at 1, 8, 32 and 64 streams, eager and with graphs, and the audio seconds
-   made per second (80 ms per frame).
+   made per second (80 ms per frame); then how long a generator's warm-up (its graphs captured
+   before it serves) takes at 64 slots.
 4. **First audio's parts**, the same model, eager and with graphs: the step that makes a new
    request's first frame (its prompt and the frame in one step; with graphs that step, padded to
    a bucket, is one replay: the first request of a bucket captures it, the median leaves that
@@ -190,6 +191,18 @@ def main(argv=None) -> int:
             table.append(f"| {streams} | {eager_ms:.1f} | {graph_ms:.1f} | {audio_rate:.1f} |")
             print(table[-1], flush=True)
         lines += table
+        if graphs:  # what a generator does before it serves, at the largest batch measured
+            slots = max(args.streams)
+            engine = tts.new_engine(SchedulerLimits(slots=slots, max_positions=4096), use_graphs=True)
+            start = time.perf_counter()
+            count = engine.warm_up(tts.sampling())
+            seconds = time.perf_counter() - start
+            lines += [
+                "",
+                f"Warm-up before serving ({slots} slots of 4,096 positions): {count} graphs in {seconds:.1f} s",
+            ]
+            print(lines[-1], flush=True)
+            del engine
 
         codec = SpeechTokenizer.from_pretrained(
             real, dtype="float32", device=args.device, load_encoder=False, use_graphs=graphs

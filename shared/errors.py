@@ -420,7 +420,7 @@ async def read_to_half_close(requests) -> None:
 
     A status sent while the client is still writing can reach a grpc.aio client as INTERNAL
     "Internal error from Core" instead of itself (grpc/grpc#36066: the write fails and replaces the
-    status). Clients that write their first messages and half-close at once, as the gateway does to
+    status). Clients that write their messages and half-close at once, as the gateway does to
     the generator for a text known up front and a browser does through the web service, then get
     the real refusal; a client still streaming its text waits the bound at most. A message that
     does not parse meanwhile ends the reading: the refusal stands."""

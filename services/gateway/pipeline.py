@@ -215,6 +215,7 @@ class Synthesis:
             raise
         finally:
             sender.cancel()
+            await asyncio.wait([sender])  # done with the client's messages: the caller may read on
             await _end_call(generate)
             await _end_call(decode)
 

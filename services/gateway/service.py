@@ -96,11 +96,11 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
     async def StreamingSynthesize(self, request_iterator, context):
         try:
             synthesis = await self._streaming_synthesis(request_iterator, context)
-        except ServiceError:  # refused as it opens: not into the client's writes
+            async for kind, message in synthesis.run(self._client_texts(request_iterator)):
+                yield tts_pb2.StreamingSynthesizeResponse(**{kind: message})
+        except ServiceError:  # refused, as it opens or later: not into the client's writes
             await read_to_half_close(request_iterator)
             raise
-        async for kind, message in synthesis.run(self._client_texts(request_iterator)):
-            yield tts_pb2.StreamingSynthesizeResponse(**{kind: message})
 
     async def _streaming_synthesis(self, request_iterator, context) -> Synthesis:
         """The synthesis of a bidirectional stream, from its first message (the config)."""

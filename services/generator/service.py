@@ -137,6 +137,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 )
             if stream.finish_reason is FinishReason.CANCELLED:
                 error = reader.result() if reader.done() else None
+                if isinstance(error, ServiceError):  # a later message refused: not into the client's writes
+                    await read_to_half_close(requests)
                 raise error or Unavailable("the generator stopped this stream before it finished; retry")
             if stream.finish_reason is FinishReason.ERROR:  # its step failed alone (logged with its trace id)
                 raise Internal("the generator failed on this stream", reason="GENERATION_FAILED")

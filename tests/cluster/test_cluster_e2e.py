@@ -351,6 +351,20 @@ async def test_bad_inputs(cluster, gateway):
     await wait_until_idle(cluster)
 
 
+@pytest.mark.asyncio
+async def test_a_refusal_of_later_text_keeps_its_status_while_the_client_writes(cluster, gateway):
+    """A message refused after the open (the text grows too long; a second config) while the client
+    still writes the rest, as a client streaming its text does: the refusal's own status every time
+    (grpc/grpc#36066: a status sent into the client's writes can reach it as INTERNAL)."""
+    cfg = tts_pb2.StreamingSynthesizeRequest(config=config())
+    text = tts_pb2.StreamingSynthesizeRequest(input=tts_pb2.TextInput(text="x" * 150))
+    more = [tts_pb2.StreamingSynthesizeRequest(input=tts_pb2.TextInput(text="and more, "))] * 8
+    for _ in range(15):
+        await expect_error(bidi(gateway, cfg, text, text, *more), INVALID, "TEXT_TOO_LONG", "input.text")
+        await expect_error(bidi(gateway, cfg, text, cfg, *more), INVALID, "CONFIG_ALREADY_SENT", "config")
+    await wait_until_idle(cluster)
+
+
 async def frames_generated(cluster) -> dict[str, int]:
     """Every generator's frame count so far (GetStats)."""
     counts = {}

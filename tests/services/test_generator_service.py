@@ -310,6 +310,32 @@ async def test_a_refusal_keeps_its_status_while_the_client_writes(serve, tiny_cu
 
 
 @pytest.mark.asyncio
+async def test_a_refusal_of_later_text_keeps_its_status_while_the_client_writes(serve, tiny_custom_voice):
+    """Text refused after the open (too long; a second config) while the client still writes the
+    rest of its messages, as the gateway writes a text known up front: the refusal's own status
+    every time, as at the open (grpc/grpc#36066)."""
+    stub = await serve(tiny_custom_voice, MAX_TEXT_CHARS=40)
+
+    async def refused(bad: pb.GenerateRequest) -> tuple[grpc.StatusCode, str]:
+        call = stub.Generate()
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            for request in (config_request(speaker="ryan"), text_request("x" * 30), bad):
+                await call.write(request)
+            for _ in range(8):
+                await call.write(text_request("and more, "))
+            await call.done_writing()
+        code, reason, _ = await rpc_error(responses_of(call))
+        return code, reason
+
+    for bad, reason in (
+        (text_request("y" * 11), "TEXT_TOO_LONG"),
+        (config_request(speaker="ryan"), "CONFIG_ALREADY_SENT"),
+    ):
+        outcomes = [await refused(bad) for _ in range(15)]
+        assert set(outcomes) == {(INVALID, reason)}, outcomes
+
+
+@pytest.mark.asyncio
 async def test_deadline_ends_the_stream_and_frees_the_slot(serve, tiny_custom_voice):
     stub = await serve(tiny_custom_voice, MAX_ACTIVE=1)
     call = stub.Generate(timeout=2.0)

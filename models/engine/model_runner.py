@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 TEXT_TOKEN, TEXT_EOS, TEXT_PAD = 0, 1, 2
 MIN_VIEW = 64  # the smallest attention view (positions), so that short utterances share graphs
 MIN_RUN = 16  # the shortest padded prompt run of a captured mixed step
+# Captured steps kept per runner: each holds its kernels' parameters on the device, and the buckets
+# of steps with prompt runs (rows x positions x runs x run length x prompt positions) have no small
+# bound, so a long-lived process under a varied load would otherwise keep capturing.
+MAX_GRAPHS = 256
 
 
 def _bucket(n: int, low: int = 1) -> int:
@@ -376,17 +380,22 @@ class ModelRunner:
 
     def _replay(self, key: tuple, function, values: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """`function(*values)` from the CUDA graph of its bucket `key`, captured on first use over
-        static buffers shaped like `values`. A capture that fails (an operation this torch or
+        static buffers shaped like `values`. At most MAX_GRAPHS are kept: a new bucket's capture
+        drops the graph replayed longest ago. A capture that fails (an operation this torch or
         driver cannot capture) is logged and turns graphs off: this call and every later one run
         eagerly, with the same results, instead of failing every request."""
-        if key not in self._graphs:
+        captured = self._graphs.pop(key, None)
+        if captured is None:
+            if len(self._graphs) >= MAX_GRAPHS:
+                del self._graphs[next(iter(self._graphs))]
             try:
-                self._graphs[key] = _CapturedStep(self, key, function, tuple(torch.zeros_like(v) for v in values))
+                captured = _CapturedStep(self, key, function, tuple(torch.zeros_like(v) for v in values))
             except RuntimeError as error:
                 log.warning("capturing a step failed; steps run eagerly from now on: %s", error)
                 self.use_graphs = False
                 return function(*values)
-        return self._graphs[key].replay(values)
+        self._graphs[key] = captured  # the most recently replayed last
+        return captured.replay(values)
 
     def _decode_inputs(self, decode: list[DecodeRow], rows: int) -> torch.Tensor:
         """(3, rows): text ids, text kinds, and which rows are real (the rest pad a bucket)."""

@@ -504,6 +504,43 @@ def test_captured_steps_give_the_eager_codes(talker, monkeypatch):
     assert len(_EagerStep.buckets) == len(set(_EagerStep.buckets))  # each captured once
 
 
+def test_past_the_graph_limit_the_least_recently_replayed_graph_makes_room(talker, monkeypatch):
+    """With room for 2 graphs: 3 streams' prompt step and decode steps (4 rows), a late stream's
+    prompt step beside them, their decode steps again, then 2 rows when the first stream ends.
+    The 2-row capture drops the late prompt step's graph (replayed longest ago), not the 4-row
+    decode step's (captured earlier, replayed since), and the codes are the eager ones."""
+    monkeypatch.setattr(model_runner, "_CapturedStep", _EagerStep)
+    monkeypatch.setattr(_EagerStep, "buckets", [])
+    monkeypatch.setattr(model_runner, "MAX_GRAPHS", 2)
+    runs = []
+    for use_graphs in (False, True):
+        engine = make_engine(talker, slots=4)
+        engine.runner.use_graphs = use_graphs
+        lengths = (12, 30, 70)  # greedy, frames each
+        sessions = [
+            engine.start(plan(), SamplingParams(do_sample=False, subtalker_do_sample=False, max_new_tokens=n))
+            for n in lengths
+        ]
+        for session in sessions:
+            engine.add_text(session, TEXT)
+            engine.close_text(session)
+        for _ in range(5):
+            engine.step()
+        late = engine.start(plan(), GREEDY)
+        engine.add_text(late, TEXT)
+        engine.close_text(late)
+        kept = []
+        while engine.active:
+            engine.step()
+            kept.append([key[:2] for key in engine.runner._graphs])
+        runs.append([np.stack(s.frames) for s in sessions + [late]])
+    for got, want in zip(*runs):
+        assert np.array_equal(got, want)
+    assert max(map(len, kept)) == 2
+    two_rows = next(keys for keys in kept if ("decode", 2) in keys)
+    assert two_rows == [("decode", 4), ("decode", 2)]
+
+
 def test_warm_up_captures_the_first_requests_graphs_and_changes_no_codes(talker, monkeypatch):
     """Warming up captures the first-frame step of a lone request at every prompt length bucket
     and the decode steps at every rows and view bucket (played on CPU by the stand-in capture);

@@ -12,7 +12,8 @@ widths are tiny, which changes no count), for 1, 8, 32 and 64 streams decoding t
   tensor the step computed;
 - **uploads per step**: host values copied to the device (non-blocking, from pinned memory);
 - whether `torch.compile(fullgraph=True)` takes the whole decode step (talker, 15 predictor passes
-  and the sampler) with zero graph breaks (torch._dynamo.explain);
+  and the sampler) with zero graph breaks (torch._dynamo.explain), and the padded step with prompt
+  runs too (a graph break there would be a host read inside what a CUDA graph captures);
 - the launches of a new request's first-frame step, and how many of them a CUDA graph replays.
 
 With CUDA graphs (GENERATOR_CUDA_GRAPHS, on by default on CUDA) the launches of a decode step become
@@ -182,9 +183,33 @@ def graph_breaks(tts: Qwen3TTS, sampled: bool) -> int:
     engine.runner.decode_step = lambda *args: calls.append(args) or decode_step(*args)
     engine.step()
     engine.runner.decode_step = decode_step
+    return explained_breaks(decode_step, calls[0])
+
+
+def prompt_step_graph_breaks(tts: Qwen3TTS) -> int:
+    """Graph breaks of the padded step with prompt runs (what a CUDA graph captures): a new
+    request's first-frame step beside one decoding stream, on the graph path played on CPU."""
+    engine = tts.new_engine(SchedulerLimits(slots=4, max_positions=512))
+    engine.runner.use_graphs = True
+    params = tts.sampling(max_new_tokens=100, seed=0)
+    padded, calls = ModelRunner.padded_mixed_step, []
+    captured, model_runner._CapturedStep = model_runner._CapturedStep, model_runner.EagerReplay
+    try:
+        tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
+        engine.step()
+        new = tts.start_utterance(engine, TEXT, params, language="english", speaker="vivian")
+        ModelRunner.padded_mixed_step = lambda runner, *args: calls.append(args) or padded(runner, *args)
+        while not new.frames:
+            engine.step()
+    finally:
+        ModelRunner.padded_mixed_step, model_runner._CapturedStep = padded, captured
+    return explained_breaks(engine.runner.padded_mixed_step, calls[-1])
+
+
+def explained_breaks(function, args: tuple) -> int:
     torch._dynamo.reset()
     with torch.inference_mode():
-        return torch._dynamo.explain(decode_step)(*calls[0]).graph_break_count
+        return torch._dynamo.explain(function)(*args).graph_break_count
 
 
 def main(argv=None) -> None:
@@ -206,7 +231,7 @@ def main(argv=None) -> None:
         "| on CPU: launches/step | before: launches/frame, syncs/step |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    compiled, first_frames = [], []
+    compiled, prompt_breaks, first_frames = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for size in ("0.6B", "1.7B"):
             tts = Qwen3TTS.from_pretrained(checkpoint(size, Path(tmp)), dtype="float32")
@@ -236,6 +261,8 @@ def main(argv=None) -> None:
                 compiled.append(f"{size} {'sampled' if sampled else 'greedy'}: {breaks} graph breaks{fused}")
                 print(compiled[-1], flush=True)
             use_fused_ops(tts.talker, on=False)
+            prompt_breaks.append(f"{size}: {prompt_step_graph_breaks(tts)} graph breaks")
+            print(f"the step with prompt runs, {prompt_breaks[-1]}", flush=True)
             for speaking in (0, 8):
                 eager, _, eager_syncs = count_first_frame(tts, speaking, graphs=False)
                 launches, in_graph, syncs = count_first_frame(tts, speaking, graphs=True)
@@ -245,6 +272,7 @@ def main(argv=None) -> None:
                 )
                 print(first_frames[-1], flush=True)
     lines += ["", "`torch.compile(fullgraph=True)` of the whole decode step: " + "; ".join(compiled) + "."]
+    lines += ["", "Of the padded step with prompt runs (default sampling): " + "; ".join(prompt_breaks) + "."]
     lines += [
         "",
         "A new request's first-frame step (its whole prompt, non-streaming, and its first frame; default",

@@ -113,12 +113,7 @@ class StreamStates:
         write it back; `run(codes, state)` is the eager decode. Returns the float32 samples on the
         host (copied under the lock: a captured push's output is overwritten by the next replay)."""
         with self._lock:
-            capacity = self._state.batch if self._state is not None else 0
-            needed = 1 + max(s._row for s in streams)
-            if needed > capacity:
-                capacity = max(needed, 2 * capacity, 8)
-                self._state = self._decoder.new_state(capacity) if self._state is None else self._state.grown(capacity)
-                self._graphs.clear()  # they read the old buffers
+            self._grow(1 + max(s._row for s in streams))
             fresh = [s._row for s in streams if s._frames == 0]
             if fresh:
                 self._state.reset(torch.tensor(fresh, device=self.device))
@@ -138,6 +133,32 @@ class StreamStates:
             for s in streams:
                 s._frames += frames
             return wav.to(torch.float32).cpu().numpy()
+
+    def warm_up(self, streams: int, frames: int) -> int:
+        """Before serving: grow the resident buffers to `streams` streams and the RoPE table to
+        `frames` frames a stream, and capture the push of every bucket (1 to `streams` streams
+        rounded up to a power of two; 1 to MAX_GRAPH_FRAMES frames). Otherwise the first pushes
+        of each bucket capture while streams play, and so does every bucket again each time the
+        buffers grow or the table regrows (either drops every capture). Returns how many captured
+        pushes it leaves ready: none without graphs or after a failed capture."""
+        with self._lock:
+            if not self.use_graphs:
+                return 0
+            self._grow(1 + streams)
+            for count in sorted({1 << (n - 1).bit_length() for n in range(1, streams + 1)}):
+                for chunk in range(1, MAX_GRAPH_FRAMES + 1):
+                    if self._captured(count, chunk, frames - chunk) is None:  # graphs are off now
+                        return 0
+            return len(self._graphs)
+
+    def _grow(self, rows: int) -> None:
+        """At least `rows` rows of resident state (doubling); captures read the old buffers, so
+        growing drops them."""
+        capacity = self._state.batch if self._state is not None else 0
+        if rows > capacity:
+            capacity = max(rows, 2 * capacity, 8)
+            self._state = self._decoder.new_state(capacity) if self._state is None else self._state.grown(capacity)
+            self._graphs.clear()
 
     def bucket_push(self, rows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """A push with static shapes and no host reads, what a CUDA graph captures: gather `rows`
@@ -419,6 +440,12 @@ class SpeechTokenizer:
         wav = wav.to(torch.float32).cpu().numpy()
         spf = self.samples_per_frame
         return [wav[i, : n * spf].copy() for i, n in enumerate(lengths)]
+
+    def warm_up(self, streams: int, frames: int) -> int:
+        """Capture the streaming pushes of up to `streams` streams of up to `frames` frames each
+        before serving (StreamStates.warm_up); the number captured, none without CUDA graphs."""
+        with torch.inference_mode():
+            return self._states.warm_up(streams, frames)
 
     def stream(self) -> CodecStream:
         """A new streaming decode (exact: same samples as `decode` of the concatenated frames)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ SERVICE_NAME = "qwentts.codec.v1.CodecService"
 # Frames per Decode request and per StreamDecode message (120 s): the decoded audio, 7680 bytes
 # per frame, must fit in one 16 MiB gRPC message (shared/server.py); 1500 frames make 11.5 MB.
 MAX_FRAMES_PER_REQUEST = 1500
+# Frames a stream's RoPE table is sized for at start (CUDA graphs only): a generator's default
+# GENERATOR_MAX_POSITIONS, more than one of its streams makes.
+WARM_UP_FRAMES = 4096
 SILENCE_PEAK = 1e-3  # peak absolute amplitude below this (about -60 dBFS) counts as silence
 
 
@@ -259,6 +263,10 @@ async def build(config: CodecConfig):
         device=config.device,
         use_graphs=config.cuda_graphs,
     )
+    started = time.monotonic()
+    captured = await asyncio.to_thread(tokenizer.warm_up, config.max_streams, WARM_UP_FRAMES)
+    if captured:
+        log.info("captured %d CUDA graphs of streaming pushes in %.1f s", captured, time.monotonic() - started)
     servicer = CodecServicer(
         tokenizer,
         max_streams=config.max_streams,

@@ -418,6 +418,31 @@ def test_captured_pushes_equal_full_decodes(tiny_codec, monkeypatch):
         assert np.abs(np.concatenate(out) - ref).max() <= 1e-5
 
 
+def test_warm_up_captures_every_push_bucket_before_any_stream(tiny_codec, monkeypatch):
+    """Warming up for 5 streams of up to 64 frames grows the buffers for them and the RoPE table to
+    64 frames, and captures the pushes of 1, 2, 4 and 8 streams of 1-8 frames (32); pushes of
+    5 streams in chunks of 1, 2, 4 and 8 then capture nothing more and give the full decodes.
+    Without graphs it does nothing."""
+    monkeypatch.setattr(speech_tokenizer, "_CapturedPush", _EagerCapture)
+    monkeypatch.setattr(_EagerCapture, "captures", 0)
+    tok = SpeechTokenizer.from_pretrained(tiny_codec, load_encoder=False)
+    assert tok.warm_up(5, 64) == 0 and _EagerCapture.captures == 0  # no graphs: nothing to capture
+    tok._states.use_graphs = True
+    assert tok.warm_up(5, 64) == 32 == _EagerCapture.captures
+    assert sorted(tok._states._graphs) == [(rows, frames) for rows in (1, 2, 4, 8) for frames in range(1, 9)]
+    codes = [random_codes(30, seed=70 + i) for i in range(5)]
+    streams = [tok.stream() for _ in codes]
+    outs = [[] for _ in codes]
+    position = 0
+    for chunk in (1, 2, 4, 8, 8, 7):
+        for out, piece in zip(outs, tok.push_many(streams, [c[position : position + chunk] for c in codes])):
+            out.append(piece)
+        position += chunk
+    assert _EagerCapture.captures == 32
+    for out, ref in zip(outs, tok.decode(codes)):
+        assert np.abs(np.concatenate(out) - ref).max() <= 1e-5
+
+
 def test_a_failed_capture_falls_back_to_eager_pushes(tiny_codec, monkeypatch, caplog):
     """A push whose CUDA graph cannot be captured runs eagerly, as does every later one: the same
     samples, a warning with the reason, graphs off."""

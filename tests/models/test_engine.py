@@ -102,6 +102,14 @@ def engine_with_sessions(talker, count):
     return engine, sessions
 
 
+def start_whole(engine, params=GREEDY, plan_=None):
+    """A session started with the whole TEXT, closed."""
+    session = engine.start(plan_ or plan(), params)
+    engine.add_text(session, TEXT)
+    engine.close_text(session)
+    return session
+
+
 def run_whole(talker, plan_, params=GREEDY, text=TEXT):
     engine = make_engine(talker)
     session = engine.start(plan_, params)
@@ -478,17 +486,10 @@ def test_captured_steps_give_the_eager_codes(talker, monkeypatch):
     for use_graphs in (False, True):
         engine = make_engine(talker, slots=4, prefill_chunk=8, prefill_budget=12)
         engine.runner.use_graphs = use_graphs
-        sessions = []
-        for params in schedule:
-            session = engine.start(plan(), params)
-            engine.add_text(session, TEXT)
-            engine.close_text(session)
-            sessions.append(session)
+        sessions = [start_whole(engine, params) for params in schedule]
         for _ in range(5):
             engine.step()
-        late = engine.start(plan(), GREEDY)
-        engine.add_text(late, TEXT)
-        engine.close_text(late)
+        late = start_whole(engine)
         while engine.active:
             engine.step()
         runs.append([np.stack(s.frames) for s in sessions + [late]])
@@ -518,17 +519,12 @@ def test_past_the_graph_limit_the_least_recently_replayed_graph_makes_room(talke
         engine.runner.use_graphs = use_graphs
         lengths = (12, 30, 70)  # greedy, frames each
         sessions = [
-            engine.start(plan(), SamplingParams(do_sample=False, subtalker_do_sample=False, max_new_tokens=n))
+            start_whole(engine, SamplingParams(do_sample=False, subtalker_do_sample=False, max_new_tokens=n))
             for n in lengths
         ]
-        for session in sessions:
-            engine.add_text(session, TEXT)
-            engine.close_text(session)
         for _ in range(5):
             engine.step()
-        late = engine.start(plan(), GREEDY)
-        engine.add_text(late, TEXT)
-        engine.close_text(late)
+        late = start_whole(engine)
         kept = []
         while engine.active:
             engine.step()
@@ -560,9 +556,7 @@ def test_warm_up_captures_the_first_requests_graphs_and_changes_no_codes(talker,
     assert captured == len(_EagerStep.buckets)
     got = []
     for plan_ in (plan(), plan(non_streaming=True)):
-        session = engine.start(plan_, GREEDY)
-        engine.add_text(session, TEXT)
-        engine.close_text(session)
+        session = start_whole(engine, GREEDY, plan_)
         while engine.active:
             engine.step()
         got.append(np.stack(session.frames))

@@ -318,7 +318,7 @@ class ModelRunner:
         first use. Returns how many graphs it captured: none without graphs."""
         captured = len(self._graphs)
         hidden = self.talker.config.hidden_size
-        counts = [min(length, longest_run) for length in _buckets(MIN_RUN, _bucket(longest_run, MIN_RUN))]
+        counts = _buckets(MIN_RUN, longest_run)  # one prompt length per length bucket
         steps = [
             ([], [Prefill(0, 0, torch.zeros(count, hidden, dtype=self.dtype, device=self.device), True)], [params], 0)
             for count in counts

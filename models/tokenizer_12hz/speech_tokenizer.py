@@ -145,7 +145,7 @@ class StreamStates:
             if not self.use_graphs:
                 return 0
             self._grow(1 + streams)
-            for count in sorted({1 << (n - 1).bit_length() for n in range(1, streams + 1)}):
+            for count in range(1, streams + 1):  # `_captured` rounds to its bucket, captured once
                 for chunk in range(1, MAX_GRAPH_FRAMES + 1):
                     if self._captured(count, chunk, frames - chunk) is None:  # graphs are off now
                         return 0

@@ -93,11 +93,12 @@ bench-engine: $(STAMP)
 gpu-kit: $(STAMP) reference-env
 	$(PY) -m bench.gpu_kit
 
-# The bfloat16 CPU kernel (models/csrc/) against oneDNN on the 0.6B weight shapes, 1-512 rows (a minute).
+# The bfloat16 CPU kernel (models/csrc/) against oneDNN on the 0.6B weight shapes, 1-512 rows, on one
+# core (its memory and arithmetic ceilings are the point), natively and as the other CPUs (10 minutes).
 bench-linears: $(STAMP)
-	$(PY) -m bench.bench_linears
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m bench.bench_linears
-	QWENTTS_BF16_KERNEL_MAX_ISA=avx512 ONEDNN_MAX_CPU_ISA=AVX512_CORE $(PY) -m bench.bench_linears
+	OMP_NUM_THREADS=1 $(PY) -m bench.bench_linears
+	OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m bench.bench_linears
+	OMP_NUM_THREADS=1 QWENTTS_BF16_KERNEL_MAX_ISA=avx512 ONEDNN_MAX_CPU_ISA=AVX512_CORE $(PY) -m bench.bench_linears
 
 clean:
 	rm -rf $(VENV) .venv-ref var .pytest_cache

@@ -8,9 +8,11 @@ those of an AVX-512 CPU without BF16 (Skylake-SP to Ice Lake), where oneDNN emul
 (`make bench-linears` runs all three).
 
 Each measurement cycles through 12 distinct weights (more than the last-level cache holds), so
-every product reads its weight from memory, as in a decode step. Prints microseconds per product
-and the weight bytes read per second, with a plain read (a float32 sum of 256 MB) as the machine's
-ceiling, and writes docs/benchmarks.md. Never used by tests.
+every product reads its weight from memory, as in a decode step. Prints microseconds per product,
+the weight bytes read per second, with a plain read (a float32 sum of 256 MB) as the machine's
+ceiling for few rows, and the kernel's arithmetic rate, with a large matrix product in the
+arithmetic the kernel does (bfloat16 where the CPU has a bfloat16 dot product, else float32 FMAs)
+as the ceiling for many rows; writes docs/benchmarks.md. Never used by tests.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def plain_read_gb_per_s() -> float:
     return data.numel() * 4 / seconds_per_call(lambda: data.sum(), 3) / 1e9
 
 
+def arithmetic_gflop_per_s(dtype: torch.dtype) -> float:
+    """One thread's rate on a 2048 x 2048 x 2048 product (oneDNN or MKL): what many rows can reach."""
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    return 2 * 2048**3 / seconds_per_call(lambda: torch.mm(a, b), 1) / 1e9
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
@@ -62,7 +70,9 @@ def main(argv=None) -> None:
     isa = bf16_kernel_isa()
     onednn_bf16 = native_bf16(torch.device("cpu"))
     without = "oneDNN packed" if onednn_bf16 else "torch's"
-    print(f"kernel on {isa}; plain read: {ceiling:.1f} GB/s")
+    arithmetic = "bfloat16" if isa == "AVX512-BF16" else "float32"
+    peak = arithmetic_gflop_per_s(torch.bfloat16 if arithmetic == "bfloat16" else torch.float32)
+    print(f"kernel on {isa}; plain read: {ceiling:.1f} GB/s; {arithmetic} product: {peak:.0f} GFLOP/s")
     suffix, emulated = emulation()
     lines = [
         f"## CPU linear kernels (bfloat16, 0.6B shapes): the kernel on {isa}",
@@ -72,11 +82,13 @@ def main(argv=None) -> None:
         f"Each product reads its weight from memory (the call cycles through {WEIGHTS} weights). A plain read",
         f"(float32 sum of 256 MB) runs at {ceiling:.1f} GB/s here. Microseconds per product, and weight",
         f"GB/s in brackets. Without the kernel bfloat16 runs on {without} products here; float32 on",
-        "oneDNN's packed weights (reading twice the bytes) is the other dtype.",
+        "oneDNN's packed weights (reading twice the bytes) is the other dtype. The kernel's GFLOP/s",
+        f"against a 2048 x 2048 x 2048 {arithmetic} product's {peak:.0f} (the kernel's arithmetic here is",
+        f"{arithmetic}{' dot products' if arithmetic == 'bfloat16' else ' FMAs'}; many rows are bound by it).",
         "",
         f"| out x in | rows | bfloat16, {without} us | float32 packed us | kernel us "
-        f"| kernel vs {without} | vs float32 |",
-        "|---|---|---|---|---|---|---|",
+        f"| kernel GFLOP/s | kernel vs {without} | vs float32 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     with torch.inference_mode():
         for out_features, in_features in SHAPES:
@@ -101,6 +113,7 @@ def main(argv=None) -> None:
                     f"| {timed['other'] * 1e6:.0f} ({gigabytes / timed['other']:.1f}) "
                     f"| {timed['float32'] * 1e6:.0f} ({2 * gigabytes / timed['float32']:.1f}) "
                     f"| {timed['kernel'] * 1e6:.0f} ({gigabytes / timed['kernel']:.1f}) "
+                    f"| {2 * rows * out_features * in_features / timed['kernel'] / 1e9:.0f} "
                     f"| {timed['other'] / timed['kernel']:.2f}x | {timed['float32'] / timed['kernel']:.2f}x |"
                 )
                 print(row, flush=True)

@@ -70,9 +70,10 @@ def main(argv=None) -> None:
     isa = bf16_kernel_isa()
     onednn_bf16 = native_bf16(torch.device("cpu"))
     without = "oneDNN packed" if onednn_bf16 else "torch's"
-    arithmetic = "bfloat16" if isa == "AVX512-BF16" else "float32"
-    peak = arithmetic_gflop_per_s(torch.bfloat16 if arithmetic == "bfloat16" else torch.float32)
-    print(f"kernel on {isa}; plain read: {ceiling:.1f} GB/s; {arithmetic} product: {peak:.0f} GFLOP/s")
+    dot = isa == "AVX512-BF16"  # else the kernel does float32 FMAs
+    arithmetic = "bfloat16 dot products" if dot else "float32 FMAs"
+    peak = arithmetic_gflop_per_s(torch.bfloat16 if dot else torch.float32)
+    print(f"kernel on {isa}; plain read: {ceiling:.1f} GB/s; a product in {arithmetic}: {peak:.0f} GFLOP/s")
     suffix, emulated = emulation()
     lines = [
         f"## CPU linear kernels (bfloat16, 0.6B shapes): the kernel on {isa}",
@@ -83,8 +84,8 @@ def main(argv=None) -> None:
         f"(float32 sum of 256 MB) runs at {ceiling:.1f} GB/s here. Microseconds per product, and weight",
         f"GB/s in brackets. Without the kernel bfloat16 runs on {without} products here; float32 on",
         "oneDNN's packed weights (reading twice the bytes) is the other dtype. The kernel's GFLOP/s",
-        f"against a 2048 x 2048 x 2048 {arithmetic} product's {peak:.0f} (the kernel's arithmetic here is",
-        f"{arithmetic}{' dot products' if arithmetic == 'bfloat16' else ' FMAs'}; many rows are bound by it).",
+        f"against a 2048 x 2048 x 2048 product's {peak:.0f} in the kernel's arithmetic here, {arithmetic}",
+        "(many rows are bound by it).",
         "",
         f"| out x in | rows | bfloat16, {without} us | float32 packed us | kernel us "
         f"| kernel GFLOP/s | kernel vs {without} | vs float32 |",

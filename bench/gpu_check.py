@@ -40,6 +40,7 @@ from bench.report import machine, write_section
 from models.engine.scheduler import SchedulerLimits
 from models.tokenizer_12hz.speech_tokenizer import SpeechTokenizer
 from models.tts import Qwen3TTS
+from services.codec.service import WARM_UP_FRAMES
 from tools.random_checkpoints import write_checkpoint
 
 TEXT = "The quick brown fox jumps over the lazy dog while the band plays on, and every word arrives in time."
@@ -193,14 +194,15 @@ def main(argv=None) -> int:
             print(table[-1], flush=True)
         lines += table
         if graphs:  # what a generator does before it serves, at the largest batch measured
-            slots = max(args.streams)
-            engine = tts.new_engine(SchedulerLimits(slots=slots, max_positions=4096), use_graphs=True)
+            limits = SchedulerLimits(slots=max(args.streams))  # the service's default positions
+            engine = tts.new_engine(limits, use_graphs=True)
             start = time.perf_counter()
             count = engine.warm_up(tts.sampling())
             seconds = time.perf_counter() - start
             lines += [
                 "",
-                f"Warm-up before serving ({slots} slots of 4,096 positions): {count} graphs in {seconds:.1f} s",
+                f"Warm-up before serving ({limits.slots} slots of {limits.max_positions:,} positions): "
+                f"{count} graphs in {seconds:.1f} s",
             ]
             print(lines[-1], flush=True)
             del engine
@@ -211,9 +213,13 @@ def main(argv=None) -> int:
         eager_codec = SpeechTokenizer.from_pretrained(real, dtype="float32", device=args.device, load_encoder=False)
         if graphs:  # what the codec service does before it serves, at its default 64 streams
             start = time.perf_counter()
-            count = codec.warm_up(64, 4096)
+            count = codec.warm_up(64, WARM_UP_FRAMES)
             seconds = time.perf_counter() - start
-            lines += ["", f"Codec warm-up before serving (64 streams, 4,096 frames): {count} graphs in {seconds:.1f} s"]
+            lines += [
+                "",
+                f"Codec warm-up before serving (64 streams, {WARM_UP_FRAMES:,} frames): "
+                f"{count} graphs in {seconds:.1f} s",
+            ]
             print(lines[-1], flush=True)
         parts = [
             "",
